@@ -1,0 +1,1 @@
+"""How servers are obtained and started: settings, the embedded broker, ClickHouse clients, the CLI."""

@@ -1,0 +1,66 @@
+"""Kafka client settings and topic administration, in one place for every component.
+
+Broker quirks of the embedded tansu build are worked around here and only here (see
+infra/quirks/ for their reproductions and README "Known limitations").
+"""
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(settings: Settings, bootstrap: str) -> dict:
+    """aiokafka producer arguments: acks=all for at-least-once; idempotence off because tansu
+    answers InitProducerId with UnknownError (infra/quirks/idempotent_producer.py)."""
+    return dict(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=settings.kafka.producer_linger_ms,
+        max_batch_size=settings.kafka.producer_max_batch_bytes,
+        request_timeout_ms=settings.kafka.request_timeout_ms,
+    )
+
+
+def consumer_config(settings: Settings, bootstrap: str, group_id: str | None) -> dict:
+    """aiokafka consumer arguments. A short session timeout because tansu holds a group join for
+    half of it (infra/quirks/group_join.py); offsets are committed by the caller after its work."""
+    return dict(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka.session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
+        request_timeout_ms=max(settings.kafka.request_timeout_ms, settings.kafka.session_timeout_ms + 5000),
+    )
+
+
+def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication_factor: int) -> list[str]:
+    """Create the topics that do not exist yet; returns the ones created.
+
+    Explicit creation matters: tansu auto-creates unknown topics with 4 partitions, which then
+    disagree with the configured count (and stop Faust with PartitionsMismatch for changelogs)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="omnihub-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        created: list[str] = []
+        for name in missing:
+            try:
+                admin.create_topics([NewTopic(name, partitions, replication_factor)])
+                created.append(name)
+            except TopicAlreadyExistsError:  # created concurrently by another component
+                pass
+        if created:
+            log.info("created topics %s with %d partitions", created, partitions)
+        return created
+    finally:
+        admin.close()

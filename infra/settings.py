@@ -1,0 +1,169 @@
+"""Settings: defaults < config file (TOML) < environment (OMNIHUB_*, nested with __).
+
+Validated once at start; a wrong value stops the program with a message naming the setting.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_CONFIG_FILE = "omnihub.toml"
+
+
+class _Section(BaseModel):
+    # A typo in a config key must be an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port[,host:port]; unset means start the embedded tansu broker"
+    )
+    embedded_storage: str = Field(default="memory://tansu/", description="tansu storage engine URL")
+    session_timeout_ms: int = Field(default=6000, ge=1000, description="group session timeout (tansu joins take half of it)")
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    producer_linger_ms: int = Field(default=5, ge=0)
+    producer_max_batch_bytes: int = Field(default=1_048_576, ge=1024)
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port], got {server.strip()!r}")
+        return value.strip()
+
+    @field_validator("embedded_storage")
+    @classmethod
+    def _check_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "s3://")):
+            raise ValueError("the bundled tansu build only supports memory:// and s3:// storage")
+        return value
+
+
+class ClickHouseSettings(_Section):
+    url: str | None = Field(
+        default=None, description="http(s)://user:password@host:port/ of a ClickHouse server; unset means embedded chDB"
+    )
+    embedded_path: Path = Field(default=Path(".omnihub/chdb"), description="chDB data folder (one process owns it)")
+    database: str = Field(default="omnihub", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    query_host: str = Field(default="127.0.0.1", description="embedded mode: where the owning process answers queries")
+    query_port: int = Field(default=8124, ge=0, le=65535)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("http://", "https://", "clickhouse://", "clickhouses://", "chdb://")):
+            raise ValueError(f"expected an http(s):// or chdb:// address, got {value!r}")
+        return value
+
+
+class TopicSettings(_Section):
+    orders: str = "orders"
+    customer_timeline: str = "customer-timeline"
+    dead_letters: str = "dead-letters"
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    def all_names(self) -> list[str]:
+        return [self.orders, self.customer_timeline, self.dead_letters]
+
+
+class StreamSettings(_Section):
+    app_id: str = "omnihub"
+
+
+class SinkSettings(_Section):
+    batch_max_rows: int = Field(default=10_000, ge=1)
+    batch_max_seconds: float = Field(default=1.0, gt=0)
+    retry_initial_seconds: float = Field(default=0.5, gt=0)
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+    group_id: str = "omnihub-clickhouse-sink"
+
+
+class SchemaSettings(_Section):
+    registry_url: str | None = Field(default=None, description="Confluent-compatible schema registry; unset means single-object encoding")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OMNIHUB_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(default=Path(".omnihub"), description="logs, embedded data, connector positions")
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    topics: TopicSettings = TopicSettings()
+    streams: StreamSettings = StreamSettings()
+    sink: SinkSettings = SinkSettings()
+    schemas: SchemaSettings = SchemaSettings()
+
+    # Set by load_settings before construction; a class attribute because pydantic-settings builds
+    # sources from the class.
+    _config_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._config_file))
+        return tuple(sources)
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return self.kafka.bootstrap_servers is None
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse.url is None
+
+
+class SettingsError(Exception):
+    """A configuration problem, worded for the person who wrote the config."""
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        env_name = "OMNIHUB_" + "__".join(str(part).upper() for part in item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling)"
+        lines.append(f"  {where}: {message} [got {item.get('input')!r}; env {env_name}]")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from an explicit file, $OMNIHUB_CONFIG, or ./omnihub.toml if present."""
+    explicit = config_file or os.environ.get("OMNIHUB_CONFIG")
+    path: Path | None = Path(explicit) if explicit else None
+    if path is not None and not path.is_file():
+        raise SettingsError(f"config file not found: {path}")
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    origin = f"file {path} and OMNIHUB_* environment" if path else "OMNIHUB_* environment"
+    Settings._config_file = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(_describe(error, origin)) from None
+    except ValueError as error:  # e.g. malformed TOML
+        raise SettingsError(f"invalid configuration ({origin}): {error}") from None
+    finally:
+        Settings._config_file = None

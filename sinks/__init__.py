@@ -1,0 +1,1 @@
+"""Sinks: the unified topics into ClickHouse (batched, idempotent), and the DDL and views."""

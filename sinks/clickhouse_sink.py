@@ -1,0 +1,119 @@
+"""The ClickHouse sink: unified topics to tables, in batches, offsets committed after the insert.
+
+At-least-once: a batch is committed to Kafka only after ClickHouse accepted it, so a crash replays
+it; the tables are ReplacingMergeTree keyed on the event's identity, so the replay is stored once.
+While ClickHouse refuses inserts the sink retries the same batch with exponential backoff.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from aiokafka import AIOKafkaConsumer
+
+from infra.kafka import consumer_config
+from infra.settings import Settings
+from schemas.serde import codec
+
+log = logging.getLogger(__name__)
+
+TIMELINE_COLUMNS = ["event_id", "event_time", "channel", "event_type", "customer_id", "source_id", "amount_minor",
+                    "currency", "payload_json", "kafka_topic", "kafka_partition", "kafka_offset"]
+DEAD_LETTER_COLUMNS = ["component", "source", "position", "error", "raw", "rejected_at"]
+
+
+@dataclass
+class SinkStats:
+    batches: int = 0
+    timeline_rows: int = 0
+    dead_letter_rows: int = 0
+    insert_failures: int = 0
+    last_error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class ClickHouseSink:
+    def __init__(self, settings: Settings, bootstrap: str, client):
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.client = client
+        self.stats = SinkStats()
+        registry = settings.schemas.registry_url
+        self.timeline_codec = codec("timeline_event", registry, settings.topics.customer_timeline)
+        self.dead_letter_codec = codec("dead_letter", registry, settings.topics.dead_letters)
+
+    def _rows(self, messages) -> tuple[list[list], list[list]]:
+        timeline, dead = [], []
+        for message in messages:
+            try:
+                if message.topic == self.settings.topics.dead_letters:
+                    d = self.dead_letter_codec.decode(message.value)
+                    dead.append([d["component"], d["source"], d["position"], d["error"], d["raw"], d["rejected_at"]])
+                else:
+                    e = self.timeline_codec.decode(message.value)
+                    timeline.append([e["event_id"], e["event_time"], e["channel"], e["event_type"], e["customer_id"],
+                                     e["source_id"], e["amount_minor"], e["currency"], e["payload_json"],
+                                     message.topic, message.partition, message.offset])
+            except Exception as error:  # undecodable: keep it, as a dead letter, with the reason
+                dead.append([f"sink:{message.topic}", message.topic, f"partition {message.partition} offset {message.offset}",
+                             f"{type(error).__name__}: {error}", message.value or b"", datetime.now(timezone.utc)])
+        return timeline, dead
+
+    def _insert(self, timeline: list[list], dead: list[list]) -> None:
+        if timeline:
+            self.client.insert("timeline_events", timeline, column_names=TIMELINE_COLUMNS)
+        if dead:
+            self.client.insert("dead_letters", dead, column_names=DEAD_LETTER_COLUMNS)
+
+    async def _insert_with_retry(self, timeline: list[list], dead: list[list], stop: asyncio.Event) -> bool:
+        delay = self.settings.sink.retry_initial_seconds
+        while True:
+            try:
+                await asyncio.to_thread(self._insert, timeline, dead)
+                return True
+            except Exception as error:
+                self.stats.insert_failures += 1
+                self.stats.last_error = str(error)
+                log.warning("ClickHouse insert failed (%s); retrying in %.1fs", error, delay)
+                if stop.is_set():
+                    return False  # not committed: the batch is replayed on the next start
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, self.settings.sink.retry_max_seconds)
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> SinkStats:
+        topics = [self.settings.topics.customer_timeline, self.settings.topics.dead_letters]
+        consumer = AIOKafkaConsumer(*topics, **consumer_config(self.settings, self.bootstrap, self.settings.sink.group_id))
+        await consumer.start()
+        if ready is not None:
+            ready.set()
+        max_rows = self.settings.sink.batch_max_rows
+        max_wait = self.settings.sink.batch_max_seconds
+        try:
+            while not stop.is_set():
+                messages = []
+                deadline = time.monotonic() + max_wait
+                while len(messages) < max_rows and not stop.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    fetched = await consumer.getmany(timeout_ms=int(remaining * 1000) + 1, max_records=max_rows - len(messages))
+                    for partition_messages in fetched.values():
+                        messages.extend(partition_messages)
+                if not messages:
+                    continue
+                timeline, dead = self._rows(messages)
+                if not await self._insert_with_retry(timeline, dead, stop):
+                    break
+                await consumer.commit()
+                self.stats.batches += 1
+                self.stats.timeline_rows += len(timeline)
+                self.stats.dead_letter_rows += len(dead)
+        finally:
+            await consumer.stop()
+        return self.stats

@@ -1,0 +1,1 @@
+"""The Faust app: channel topics in, unified customer timeline out."""

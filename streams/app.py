@@ -1,0 +1,71 @@
+"""Faust app factory: validate channel events and publish them on the customer timeline.
+
+At-least-once: Faust commits a source offset only after the agent has processed the event, so a
+crashed worker re-processes from the last commit; timeline events keep their ids, and sinks drop
+the duplicates. exactly_once is not an option on tansu (no idempotent producer).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import faust
+
+from infra.settings import Settings
+from schemas.serde import codec
+from streams.timeline import web_order_to_timeline
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, bootstrap: str) -> faust.App:
+    app = faust.App(
+        settings.streams.app_id,
+        broker=[f"kafka://{server}" for server in bootstrap.split(",")],
+        store="memory://",
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
+        broker_request_timeout=max(settings.kafka.request_timeout_ms, settings.kafka.session_timeout_ms + 5000) / 1000,
+        producer_acks=-1,
+        producer_linger_ms=settings.kafka.producer_linger_ms,
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        datadir=str(settings.data_dir / "faust"),
+        web_enabled=False,
+    )
+    registry = settings.schemas.registry_url
+    topics = settings.topics
+    orders_topic = app.topic(topics.orders, key_serializer="raw", value_serializer="raw")
+    timeline_topic = app.topic(topics.customer_timeline, key_serializer="raw", value_serializer="raw")
+    dead_letters_topic = app.topic(topics.dead_letters, key_serializer="raw", value_serializer="raw")
+    orders_codec = codec("web_order", registry, topics.orders)
+    timeline_codec = codec("timeline_event", registry, topics.customer_timeline)
+    dead_letter_codec = codec("dead_letter", registry, topics.dead_letters)
+
+    @app.agent(orders_topic, name="web-orders-to-timeline")
+    async def web_orders_to_timeline(stream):
+        async for event in stream.events():
+            try:
+                timeline = web_order_to_timeline(orders_codec.decode(event.value))
+                value = timeline_codec.encode(timeline)
+            except Exception as error:  # a bad record must not stop the agent: dead-letter it
+                message = event.message
+                await dead_letters_topic.send(value=dead_letter_codec.encode({
+                    "component": "streams:web-orders-to-timeline", "source": message.topic,
+                    "position": f"partition {message.partition} offset {message.offset}",
+                    "error": f"{type(error).__name__}: {error}", "raw": event.value or b"",
+                    "rejected_at": datetime.now(timezone.utc),
+                }))
+                continue
+            await timeline_topic.send(key=timeline["customer_id"].encode(), value=value)
+
+    return app
+
+
+def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
+    """Run one Faust worker in the foreground until SIGTERM/SIGINT."""
+    app = create_app(settings, bootstrap)
+    worker = faust.Worker(app, loglevel=loglevel, override_logging=False)
+    worker.execute_from_commandline()
