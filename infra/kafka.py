@@ -64,3 +64,25 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication
         return created
     finally:
         admin.close()
+
+
+async def read_topic(settings: Settings, bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list:
+    """Every record of a topic, from the beginning, without a consumer group.
+
+    Reads until no record arrives for idle_seconds instead of stopping at the reported end offsets:
+    tansu reports the end of a partition as one past the first record of the last multi-record
+    produce request (infra/quirks/end_offsets.py), which would stop a reader early."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, **consumer_config(settings, bootstrap, group_id=None))
+    await consumer.start()
+    records = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_seconds * 1000))
+            if not batch:
+                return records
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()

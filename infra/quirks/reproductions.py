@@ -1,0 +1,93 @@
+"""The reproductions (see the package docstring); each uses a fresh topic and plain aiokafka."""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+
+def _topic(prefix: str) -> str:
+    return f"quirk-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def end_offsets_after_batched_produce(bootstrap: str, records: int = 10) -> dict:
+    """Produce `records` in ONE produce request to a 1-partition topic; Kafka reports end offset = records."""
+    topic = _topic("end-offsets")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=200)
+    await producer.start()
+    batch = producer.create_batch()
+    for i in range(records):
+        batch.append(key=None, value=b"%d" % i, timestamp=None)
+    batch.close()
+    await (await producer.send_batch(batch, topic, partition=0))
+    await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    reported = (await consumer.end_offsets([partition]))[partition]
+    readable = 0
+    while batch := await consumer.getmany(timeout_ms=1000):
+        readable += sum(len(messages) for messages in batch.values())
+    await consumer.stop()
+    return {"produced": records, "reported_end_offset": reported, "records_readable": readable}
+
+
+async def idempotent_producer(bootstrap: str) -> dict:
+    """enable_idempotence=True needs InitProducerId, which Kafka answers and tansu does not."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(producer.start(), 15)
+        await asyncio.wait_for(producer.send_and_wait(_topic("idempotent"), b"x"), 15)
+        return {"works": True, "error": None}
+    except Exception as error:
+        return {"works": False, "error": f"{type(error).__name__}: {error}"}
+    finally:
+        await producer.stop()
+
+
+async def group_join_time(bootstrap: str, session_timeout_ms: int) -> dict:
+    """Seconds for a lone consumer to join a new group; Kafka needs well under a second here."""
+    topic = _topic("join")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1)])
+    await admin.close()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=topic, session_timeout_ms=session_timeout_ms,
+                                heartbeat_interval_ms=min(1000, session_timeout_ms // 3),
+                                request_timeout_ms=session_timeout_ms + 10_000)
+    started = time.monotonic()
+    await consumer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=100)
+    joined = time.monotonic() - started
+    await consumer.stop()
+    return {"session_timeout_s": session_timeout_ms / 1000, "join_seconds": round(joined, 2)}
+
+
+async def auto_created_partitions(bootstrap: str) -> dict:
+    """A metadata request for an unknown topic creates it; how many partitions does it get?"""
+    topic = _topic("auto")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    await producer.send_and_wait(topic, b"x")
+    partitions = producer.client.cluster.partitions_for_topic(topic)
+    await producer.stop()
+    return {"topic": topic, "partitions": len(partitions or ())}
+
+
+async def run_all(bootstrap: str) -> dict:
+    return {
+        "end_offsets_after_batched_produce": await end_offsets_after_batched_produce(bootstrap),
+        "idempotent_producer": await idempotent_producer(bootstrap),
+        "group_join_default_faust_session_60s": await group_join_time(bootstrap, 60_000),
+        "group_join_session_6s": await group_join_time(bootstrap, 6_000),
+        "auto_created_partitions": await auto_created_partitions(bootstrap),
+    }

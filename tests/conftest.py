@@ -1,0 +1,79 @@
+"""Fixtures: real servers, never mocks.
+
+With a reachable Docker engine, testcontainers starts Kafka and ClickHouse; otherwise the embedded
+tansu broker and the chDB engine are used. Set OMNIHUB_TEST_BACKEND=embedded|containers to force one.
+Each test gets its own topics, consumer groups and ClickHouse database, so tests share servers safely.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from infra.broker import EmbeddedBroker
+from infra.settings import Settings, load_settings
+
+
+def _docker_reachable() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def backend() -> str:
+    forced = os.environ.get("OMNIHUB_TEST_BACKEND")
+    if forced:
+        return forced
+    return "containers" if _docker_reachable() else "embedded"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(backend: str, tmp_path_factory: pytest.TempPathFactory):
+    if backend == "containers":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as kafka:
+            yield kafka.get_bootstrap_server()
+    else:
+        with EmbeddedBroker(tmp_path_factory.mktemp("tansu")) as broker:
+            yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def clickhouse_location(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Settings for the [clickhouse] section: a server URL, or the one chDB folder of this process."""
+    if backend == "containers":
+        from testcontainers.clickhouse import ClickHouseContainer
+
+        container = ClickHouseContainer().with_exposed_ports(8123)
+        container.start()
+        try:
+            host, port = container.get_container_host_ip(), container.get_exposed_port(8123)
+            yield {"url": f"http://{container.username}:{container.password}@{host}:{port}/"}
+        finally:
+            container.stop()
+    else:
+        # chDB allows one folder per process: every test shares it, each with its own database.
+        yield {"embedded_path": tmp_path_factory.mktemp("chdb")}
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, clickhouse_location: dict, tmp_path: Path) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    return load_settings(
+        None,
+        data_dir=tmp_path,
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        clickhouse={**clickhouse_location, "database": f"test_{suffix}", "query_port": 0},
+        topics={"orders": f"orders-{suffix}", "customer_timeline": f"timeline-{suffix}",
+                "dead_letters": f"dead-letters-{suffix}", "partitions": 2},
+        streams={"app_id": f"omnihub-test-{suffix}"},
+        sink={"group_id": f"sink-{suffix}", "batch_max_seconds": 0.3},
+    )

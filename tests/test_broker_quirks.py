@@ -1,0 +1,70 @@
+"""The embedded broker's known departures from Kafka (README "Known limitations"), and the workaround
+for each. If an upgraded tansu fixes one, its first assertion fails: drop the workaround then."""
+import asyncio
+
+import pytest
+
+from infra.kafka import ensure_topics, read_topic
+from infra.quirks import reproductions as quirks
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def embedded_only(backend):
+    if backend != "embedded":
+        pytest.skip("tansu quirks: a real Kafka broker does not have them")
+
+
+def test_end_offsets_stop_after_first_record_of_a_batch_and_read_topic_does_not_trust_them(settings, kafka_bootstrap):
+    observed = asyncio.run(quirks.end_offsets_after_batched_produce(kafka_bootstrap, records=10))
+    assert observed["records_readable"] == 10
+    assert observed["reported_end_offset"] == 1, observed  # Kafka would say 10
+    # Workaround: read_topic reads until idle, not up to the reported end.
+    topic_name = f"quirk-read-{settings.streams.app_id}"
+    ensure_topics(kafka_bootstrap, [topic_name], 1, 1)
+
+    async def produce_and_read():
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False, linger_ms=100)
+        await producer.start()
+        futures = [await producer.send(topic_name, b"%d" % i) for i in range(500)]
+        await asyncio.gather(*futures)
+        await producer.stop()
+        return await read_topic(settings, kafka_bootstrap, topic_name, idle_seconds=1.0)
+
+    records = asyncio.run(produce_and_read())
+    assert sorted(int(r.value) for r in records) == list(range(500))
+
+
+def test_idempotent_producer_is_refused(kafka_bootstrap):
+    observed = asyncio.run(quirks.idempotent_producer(kafka_bootstrap))
+    assert observed["works"] is False and "UnknownError" in observed["error"]
+
+
+def test_group_join_takes_half_the_session_timeout(kafka_bootstrap, settings):
+    observed = asyncio.run(quirks.group_join_time(kafka_bootstrap, 4000))
+    assert observed["join_seconds"] >= 1.5, observed  # Kafka joins a lone member at once
+    # Workaround: every consumer of the project uses the configured short session timeout.
+    configured = asyncio.run(quirks.group_join_time(kafka_bootstrap, settings.kafka.session_timeout_ms))
+    assert configured["join_seconds"] <= settings.kafka.session_timeout_ms / 1000 / 2 + 1.0, configured
+
+
+def test_auto_created_topics_get_four_partitions_so_topics_are_created_explicitly(kafka_bootstrap, settings):
+    assert asyncio.run(quirks.auto_created_partitions(kafka_bootstrap))["partitions"] == 4
+    created = ensure_topics(kafka_bootstrap, settings.topics.all_names(), 3, 1)
+    assert created == settings.topics.all_names()
+    assert ensure_topics(kafka_bootstrap, settings.topics.all_names(), 3, 1) == []  # idempotent
+
+    async def partitions():
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            return [len(await producer.partitions_for(name)) for name in settings.topics.all_names()]
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(partitions()) == [3, 3, 3]

@@ -1,0 +1,77 @@
+import json
+import struct
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from schemas.serde import DecodeError, codec, schema_fingerprint, schema_json
+
+DEAD_LETTER = {"component": "connector:x", "source": "f.jsonl", "position": "line 3", "error": "bad",
+               "raw": b"\x00raw", "rejected_at": datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)}
+
+
+def test_single_object_encoding_frame_and_round_trip():
+    dead_letters = codec("dead_letter")
+    data = dead_letters.encode(DEAD_LETTER)
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == schema_fingerprint(schema_json("dead_letter"))
+    assert dead_letters.decode(data) == DEAD_LETTER
+
+
+def test_fingerprint_matches_avro_specification_vector():
+    # The Avro spec's CRC-64-AVRO of the schema "null" is 0x63dd24e7cc258f8a, written little-endian.
+    assert schema_fingerprint("null") == (0x63DD24E7CC258F8A).to_bytes(8, "little")
+
+
+@pytest.mark.parametrize("data", [b"", b"{}", b"\xc3\x01" + b"\x00" * 8 + b"x"])
+def test_unknown_frames_raise_decode_error(data):
+    with pytest.raises(DecodeError):
+        codec("dead_letter").decode(data)
+
+
+def test_truncated_body_raises_decode_error():
+    data = codec("dead_letter").encode(DEAD_LETTER)
+    with pytest.raises(DecodeError, match="does not match"):
+        codec("dead_letter").decode(data[:14])
+
+
+class _Registry(BaseHTTPRequestHandler):
+    """The two endpoints of the Confluent schema registry API that the codec calls."""
+    schemas: dict[int, str] = {}
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        schema = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["schema"]
+        schema_id = 100 + len(self.schemas)
+        self.schemas[schema_id] = schema
+        self._send({"id": schema_id})
+
+    def do_GET(self):
+        self._send({"schema": self.schemas[int(self.path.rsplit("/", 1)[1])]})
+
+
+def test_confluent_framing_with_a_registry():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        data = codec("dead_letter", url, "dead-letters-confluent").encode(DEAD_LETTER)
+        assert data[:1] == b"\x00"
+        schema_id = struct.unpack(">I", data[1:5])[0]
+        assert json.loads(_Registry.schemas[schema_id]) == schema_json("dead_letter")
+        assert codec("dead_letter", url, "dead-letters-confluent").decode(data) == DEAD_LETTER
+        with pytest.raises(DecodeError, match="no schema registry"):
+            codec("dead_letter").decode(data)
+    finally:
+        server.shutdown()
