@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 import shutil
+import signal
 import sys
 import time
 import urllib.error
@@ -131,6 +132,8 @@ def run(ctx: click.Context, connectors: tuple[str, ...]) -> None:
 
     async def main() -> None:
         async with Hub(settings) as hub:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(signum, hub.request_stop)
             state = {"bootstrap_servers": hub.bootstrap,
                      "query_url": hub.query_server.address if hub.query_server else None}
             state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -143,10 +146,8 @@ def run(ctx: click.Context, connectors: tuple[str, ...]) -> None:
             finally:
                 state_file.unlink(missing_ok=True)
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        click.echo("stopped")
+    asyncio.run(main())
+    click.echo("hub stopped")
 
 
 @cli.group()

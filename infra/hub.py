@@ -111,6 +111,10 @@ class Hub:
     async def wait(self) -> None:
         await self._sink_task
 
+    def request_stop(self) -> None:
+        """Signal-handler safe: the sink finishes its batch, then wait() returns."""
+        self._stop.set()
+
     async def stop(self) -> None:
         self._stop.set()
         if self._sink_task is not None:

@@ -1,0 +1,69 @@
+"""The `omnihub` command as a user runs it: separate processes, real servers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from infra.hub import child_environment
+
+pytestmark = pytest.mark.integration
+
+
+def omnihub(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "infra.cli", *args], capture_output=True, text=True,
+                          env=env or os.environ.copy(), timeout=timeout)
+
+
+def test_wrong_config_stops_with_the_setting_named(tmp_path):
+    config = tmp_path / "hub.toml"
+    config.write_text('[kafka]\nbootstrap_server = "kafka:9092"\n[sink]\nbatch_max_rows = -5\n')
+    result = omnihub("--config", str(config), "topics", "create")
+    assert result.returncode != 0
+    assert "kafka.bootstrap_server: unknown setting" in result.stderr
+    assert "sink.batch_max_rows" in result.stderr and "OMNIHUB_SINK__BATCH_MAX_ROWS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_then_connector_and_query_from_other_processes(settings, tmp_path):
+    # The hub process must own its own chDB folder: this test process already owns the shared one.
+    own = settings.model_copy(update={"clickhouse": settings.clickhouse.model_copy(update={"embedded_path": tmp_path / "hub-chdb"})})
+    env = child_environment(own, own.kafka.bootstrap_servers)
+    hub = subprocess.Popen([sys.executable, "-m", "infra.cli", "run"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    state_file = own.data_dir / "hub.json"
+    try:
+        deadline = time.monotonic() + 60
+        while not state_file.exists():
+            assert hub.poll() is None, hub.stdout.read()
+            assert time.monotonic() < deadline, "hub did not start"
+            time.sleep(0.2)
+        assert json.loads(state_file.read_text())["bootstrap_servers"] == own.kafka.bootstrap_servers
+
+        result = omnihub("connector", "run", "connectors/web_orders.toml", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "read 10 = accepted 8 + rejected 2 (reconciled)" in result.stdout
+        assert "no time zone" in result.stdout and "not valid JSON" in result.stdout
+
+        deadline = time.monotonic() + 60
+        while True:
+            result = omnihub("query", "SELECT count() AS orders FROM timeline_events FINAL WHERE channel = {c:String}",
+                             "--param", "c=web", env=env)
+            assert result.returncode == 0, result.stderr
+            if result.stdout.split()[-1] == "8":
+                break
+            assert time.monotonic() < deadline, result.stdout
+            time.sleep(0.5)
+        refused = omnihub("query", "DROP TABLE timeline_events", env=env)
+        assert refused.returncode != 0 and "readonly" in refused.stderr.lower()
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        output, _ = hub.communicate(timeout=60)
+    assert hub.returncode == 0, output
+    assert "hub stopped" in output
+    assert not state_file.exists()
