@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_skeleton.py
+	$(PY) tests/benchmarks/bench_faust_overhead.py
 
 run: $(STAMP)
 	$(VENV)/bin/omnihub run
