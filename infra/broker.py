@@ -50,6 +50,11 @@ def wait_until_ready(bootstrap: str, timeout: float = 30.0, process: subprocess.
         if process is not None and process.poll() is not None:
             tail = log_file.read_text()[-2000:] if log_file and log_file.exists() else ""
             raise BrokerError(f"tansu exited with code {process.returncode} before it was ready:\n{tail}")
+        # A process we started is ready only once it says it listens: the port may belong to someone else.
+        if process is not None and log_file is not None and (
+                not log_file.exists() or "listening on" not in log_file.read_text(errors="replace")):
+            time.sleep(0.1)
+            continue
         # Wait for the port first: a Kafka client pointed at a closed port logs errors while it retries.
         try:
             socket.create_connection((host, int(port)), timeout=1).close()
@@ -58,7 +63,8 @@ def wait_until_ready(bootstrap: str, timeout: float = 30.0, process: subprocess.
             time.sleep(0.1)
             continue
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, client_id="omnihub-readiness")
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, bootstrap_timeout_ms=2000,
+                                     client_id="omnihub-readiness")
             try:
                 admin.list_topics()
                 return
