@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from infra.processes import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +109,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, grace, "tansu")
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()

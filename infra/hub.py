@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from infra.broker import EmbeddedBroker
 from infra.clickhouse import LockedClient, open_client
 from infra.kafka import ensure_topics
+from infra.processes import stop_process
 from infra.settings import Settings
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
@@ -57,14 +57,7 @@ class WorkerProcess:
             self.process.wait()
 
     def stop(self, grace: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            log.warning("Faust worker did not stop within %.0fs; killing it", grace)
-            self.kill()
+        stop_process(self.process, grace, "Faust worker")
 
 
 class Hub:
