@@ -37,7 +37,7 @@ def backend() -> str:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(backend: str, tmp_path_factory: pytest.TempPathFactory):
     if backend == "containers":
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
         with KafkaContainer() as kafka:
             yield kafka.get_bootstrap_server()
@@ -50,9 +50,9 @@ def kafka_bootstrap(backend: str, tmp_path_factory: pytest.TempPathFactory):
 def clickhouse_location(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Settings for the [clickhouse] section: a server URL, or the one chDB folder of this process."""
     if backend == "containers":
-        from testcontainers.clickhouse import ClickHouseContainer
+        from testcontainers.community.clickhouse import ClickHouseContainer
 
-        container = ClickHouseContainer().with_exposed_ports(8123)
+        container = ClickHouseContainer()  # exposes the HTTP port 8123 that clickhouse-connect uses
         container.start()
         try:
             host, port = container.get_container_host_ip(), container.get_exposed_port(8123)
