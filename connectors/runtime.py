@@ -11,7 +11,6 @@ import json
 import logging
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
@@ -76,6 +75,10 @@ class RunReport:
         return (f"{self.connector}: read {self.read} = accepted {self.accepted} + rejected {self.rejected}"
                 f" ({'reconciled' if self.reconciles else 'DOES NOT RECONCILE'}) from {self.source}")
 
+    def describe(self) -> str:
+        """The summary, then one line per distinct rejection reason."""
+        return "\n".join([self.summary()] + [f"  rejected x{n}: {reason}" for reason, n in self.reasons.items()])
+
 
 def _reason(error: Exception) -> str:
     if isinstance(error, ValidationError):
@@ -103,10 +106,8 @@ class FileConnector:
         return str(value[self.config.key_field]).encode(), self.codec.encode(value)
 
     def dead_letter(self, source: Path, line_number: int, error: str, raw: bytes) -> bytes:
-        return self.dead_letters.encode({
-            "component": f"connector:{self.config.name}", "source": str(source), "position": f"line {line_number}",
-            "error": error, "raw": raw, "rejected_at": datetime.now(timezone.utc),
-        })
+        return self.dead_letters.encode(
+            models.dead_letter(f"connector:{self.config.name}", str(source), f"line {line_number}", error, raw))
 
     async def run(self, path: Path | None = None) -> RunReport:
         source = Path(path).resolve() if path else self.default_path

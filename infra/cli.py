@@ -76,30 +76,26 @@ def _print_table(columns: list[str], rows: list) -> None:
 async def _demo(settings: Settings, timeout: float) -> None:
     from connectors.runtime import bundled_config, run_connector
     from infra.hub import Hub
+    from sinks.named_queries import named_query, stored_counts
 
     async with Hub(settings) as hub:
         click.echo(f"broker {hub.bootstrap}; Faust worker pid {hub.worker.process.pid}; ClickHouse "
                    f"{settings.clickhouse.url or settings.clickhouse.embedded_path}")
         report = await run_connector(settings, hub.bootstrap, bundled_config("web_orders"))
-        click.echo(report.summary())
-        for reason, count in report.reasons.items():
-            click.echo(f"  rejected x{count}: {reason}")
+        click.echo(report.describe())
         deadline = time.monotonic() + timeout
         while True:
-            stored = hub.client.query("SELECT count() FROM timeline_events FINAL").result_rows[0][0]
-            dead = hub.client.query("SELECT count() FROM dead_letters FINAL").result_rows[0][0]
+            stored, dead = stored_counts(hub.client)
             if stored >= report.accepted and dead >= report.rejected:
                 break
             if time.monotonic() > deadline:
                 raise click.ClickException(f"timed out: ClickHouse has {stored}/{report.accepted} orders and "
                                            f"{dead}/{report.rejected} dead letters; see {hub.worker.log_file}")
             await asyncio.sleep(0.5)
-        result = hub.client.query(
-            "SELECT source_id AS order_id, event_time, substring(customer_id, 1, 8) AS customer, "
-            "toDecimal64(amount_minor / 100, 2) AS amount, currency FROM timeline_events FINAL ORDER BY event_time, source_id")
+        result = hub.client.query(named_query("orders"))
         click.echo(f"\nOrders in ClickHouse (timeline_events, {len(result.result_rows)} rows):")
         _print_table(list(result.column_names), result.result_rows)
-        result = hub.client.query("SELECT component, position, error FROM dead_letters FINAL ORDER BY position")
+        result = hub.client.query(named_query("dead_letters"))
         click.echo(f"\nDead letters in ClickHouse ({len(result.result_rows)} rows):")
         _print_table(list(result.column_names), result.result_rows)
 
@@ -141,7 +137,7 @@ def run(ctx: click.Context, connectors: tuple[str, ...]) -> None:
             click.echo(f"hub running: {json.dumps(state)}; Ctrl-C stops it")
             try:
                 for config in connectors:
-                    click.echo((await run_connector(settings, hub.bootstrap, config)).summary())
+                    click.echo((await run_connector(settings, hub.bootstrap, config)).describe())
                 await hub.wait()
             finally:
                 state_file.unlink(missing_ok=True)
@@ -168,9 +164,7 @@ def connector_run(ctx: click.Context, config: str, source: str | None) -> None:
         report = asyncio.run(run_connector(settings, _bootstrap(settings), config, Path(source) if source else None))
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(report.summary())
-    for reason, count in report.reasons.items():
-        click.echo(f"  rejected x{count}: {reason}")
+    click.echo(report.describe())
 
 
 @cli.group()

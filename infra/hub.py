@@ -96,7 +96,9 @@ class Hub:
         self.sink = ClickHouseSink(s, self.bootstrap, self.client)
         sink_ready = asyncio.Event()
         self._sink_task = asyncio.create_task(self.sink.run(self._stop, sink_ready))
-        await asyncio.wait([self._sink_task, asyncio.create_task(sink_ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        ready_wait = asyncio.create_task(sink_ready.wait())
+        await asyncio.wait([self._sink_task, ready_wait], return_when=asyncio.FIRST_COMPLETED)
+        ready_wait.cancel()
         if self._sink_task.done():
             self._sink_task.result()  # raises the sink's start-up error
         return self

@@ -39,7 +39,7 @@ def consumer_config(settings: Settings, bootstrap: str, group_id: str | None) ->
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka.session_timeout_ms,
         heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
-        request_timeout_ms=max(settings.kafka.request_timeout_ms, settings.kafka.session_timeout_ms + 5000),
+        request_timeout_ms=settings.kafka.consumer_request_timeout_ms,
     )
 
 

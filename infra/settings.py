@@ -30,6 +30,11 @@ class KafkaSettings(_Section):
     producer_max_batch_bytes: int = Field(default=1_048_576, ge=1024)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
 
+    @property
+    def consumer_request_timeout_ms(self) -> int:
+        """A group join may legitimately take the whole session timeout: requests must outlast it."""
+        return max(self.request_timeout_ms, self.session_timeout_ms + 5000)
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _check_servers(cls, value: str | None) -> str | None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -14,6 +14,14 @@ EVENT_NAMESPACE = uuid.UUID("6f1c6f0e-4b1e-5c55-9d2a-6f6d6e696875")
 
 def event_id(channel: str, source_id: str) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{channel}:{source_id}"))
+
+
+def dead_letter(component: str, source: str, position: str, error: str | Exception, raw: bytes | None) -> dict:
+    """The record for schemas/avro/dead_letter.avsc; an exception is described by its type and message."""
+    if isinstance(error, Exception):
+        error = f"{type(error).__name__}: {error}"
+    return {"component": component, "source": source, "position": position, "error": error, "raw": raw or b"",
+            "rejected_at": datetime.now(timezone.utc)}
 
 
 def to_minor_units(value: Decimal | str | int | float, field: str) -> int:

@@ -10,12 +10,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer
 
 from infra.kafka import consumer_config
 from infra.settings import Settings
+from schemas.models import dead_letter
 from schemas.serde import codec
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,17 @@ class ClickHouseSink:
         for message in messages:
             try:
                 if message.topic == self.settings.topics.dead_letters:
-                    d = self.dead_letter_codec.decode(message.value)
-                    dead.append([d["component"], d["source"], d["position"], d["error"], d["raw"], d["rejected_at"]])
+                    letter = self.dead_letter_codec.decode(message.value)
+                    dead.append([letter[column] for column in DEAD_LETTER_COLUMNS])
                 else:
                     e = self.timeline_codec.decode(message.value)
                     timeline.append([e["event_id"], e["event_time"], e["channel"], e["event_type"], e["customer_id"],
                                      e["source_id"], e["amount_minor"], e["currency"], e["payload_json"],
                                      message.topic, message.partition, message.offset])
             except Exception as error:  # undecodable: keep it, as a dead letter, with the reason
-                dead.append([f"sink:{message.topic}", message.topic, f"partition {message.partition} offset {message.offset}",
-                             f"{type(error).__name__}: {error}", message.value or b"", datetime.now(timezone.utc)])
+                letter = dead_letter(f"sink:{message.topic}", message.topic,
+                                     f"partition {message.partition} offset {message.offset}", error, message.value)
+                dead.append([letter[column] for column in DEAD_LETTER_COLUMNS])
         return timeline, dead
 
     def _insert(self, timeline: list[list], dead: list[list]) -> None:

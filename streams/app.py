@@ -7,11 +7,10 @@ the duplicates. exactly_once is not an option on tansu (no idempotent producer).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-
 import faust
 
 from infra.settings import Settings
+from schemas.models import dead_letter
 from schemas.serde import codec
 from streams.timeline import web_order_to_timeline
 
@@ -29,7 +28,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
-        broker_request_timeout=max(settings.kafka.request_timeout_ms, settings.kafka.session_timeout_ms + 5000) / 1000,
+        broker_request_timeout=settings.kafka.consumer_request_timeout_ms / 1000,
         producer_acks=-1,
         producer_linger_ms=settings.kafka.producer_linger_ms,
         producer_max_batch_size=settings.kafka.producer_max_batch_bytes,
@@ -58,12 +57,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     value = timeline_codec.encode(timeline)
                 except Exception as error:  # a bad record must not stop the agent: dead-letter it
                     message = event.message
-                    await dead_letters_topic.send(value=dead_letter_codec.encode({
-                        "component": "streams:web-orders-to-timeline", "source": message.topic,
-                        "position": f"partition {message.partition} offset {message.offset}",
-                        "error": f"{type(error).__name__}: {error}", "raw": event.value or b"",
-                        "rejected_at": datetime.now(timezone.utc),
-                    }))
+                    await dead_letters_topic.send(value=dead_letter_codec.encode(dead_letter(
+                        "streams:web-orders-to-timeline", message.topic,
+                        f"partition {message.partition} offset {message.offset}", error, event.value)))
                     continue
                 await timeline_topic.send(key=timeline["customer_id"].encode(), value=value)
 

@@ -26,6 +26,7 @@ from infra.kafka import consumer_config, ensure_topics, producer_config  # noqa:
 from infra.settings import load_settings  # noqa: E402
 from schemas.models import WebOrderRecord  # noqa: E402
 from schemas.serde import codec  # noqa: E402
+from sinks.named_queries import stored_counts  # noqa: E402
 from tests.orders_fixture import web_order, write_web_orders  # noqa: E402
 
 
@@ -63,7 +64,7 @@ async def raw_rates(settings, bootstrap: str, messages: int) -> tuple[float, flo
 
 
 def timeline_count(hub: Hub) -> int:
-    return hub.client.query("SELECT count() FROM timeline_events FINAL").result_rows[0][0]
+    return stored_counts(hub.client)[0]
 
 
 async def end_to_end(settings, orders: int, workdir: Path) -> tuple[float, float]:
