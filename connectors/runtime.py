@@ -1,61 +1,39 @@
-"""Connector runtime: a file source read line by line, each line validated and published.
+"""Connector runtime: source records -> mapped, Avro-encoded channel events on Kafka, or dead letters.
 
-Every line read ends up on the channel topic or in dead letters with its reason and position;
-a run reports read = accepted + rejected. A line counts as accepted only once the broker has
-acknowledged it (acks=all).
+Every record read ends up on the channel topic or in dead letters with its reason and position;
+a run reports read = accepted + rejected. A record counts only once the broker acknowledged it
+(acks=all), and a file position is committed only after everything before it was acknowledged.
+
+Resuming without duplicates: while a run is in progress its position file says so ("clean": false)
+and records, per partition, where the records of the uncommitted batch may start. A run that finds
+an unclean position (the last one was killed) reads those partition tails and skips the records
+already there, recognised by their id header. Kafka transactions would do this more simply, but
+the embedded broker has no idempotent producer (README, Known limitations).
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import tomllib
+import uuid
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+from typing import Iterable, Iterator
 
-from aiokafka import AIOKafkaProducer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from infra.kafka import producer_config
+from connectors.config import ConnectorConfig, FileSource, WebhookSource, load_connector_config, resolve
+from connectors.mapping import MappingError, RecordMapper
+from connectors.sources import HEAD_BYTES, Position, PositionStore, SourceRecord, head_digest, read_csv, read_jsonl
+from infra.kafka import consumer_config, ensure_topics, producer_config
 from infra.settings import Settings
-from schemas import models
-from schemas.serde import AvroCodec, codec
+from schemas.models import dead_letter
+from schemas.serde import codec
 
 log = logging.getLogger(__name__)
 
-# How many sends may be in flight before the runtime waits for acknowledgements.
-IN_FLIGHT = 5000
-
-
-class SourceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: str = Field(pattern="^jsonl$")
-    path: Path
-
-
-class ConnectorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    channel: str
-    schema_name: str = Field(alias="schema")
-    topic: str
-    model: str
-    key_field: str
-    source: SourceConfig
-
-
-def load_connector_config(path: str | Path) -> tuple[ConnectorConfig, Path]:
-    path = Path(path)
-    try:
-        config = ConnectorConfig.model_validate(tomllib.loads(path.read_text()))
-    except (ValidationError, tomllib.TOMLDecodeError) as error:
-        raise ValueError(f"connector config {path}: {error}") from None
-    return config, path.parent
-
-
-def bundled_config(name: str) -> Path:
-    return Path(str(resources.files("connectors") / f"{name}.toml"))
+COMMIT_EVERY = 5000        # records per acknowledged batch and position commit
+ID_HEADER = "omnihub-id"   # event id (channel records) or dead-letter id: what a resumed run deduplicates on
+DEAD_LETTER_NAMESPACE = uuid.UUID("0d1e4c8a-7f3b-5a2e-9c61-6f6d6e696875")
 
 
 @dataclass
@@ -65,6 +43,8 @@ class RunReport:
     read: int = 0
     accepted: int = 0
     rejected: int = 0
+    already_on_kafka: int = 0  # of the accepted and rejected: found on Kafka from an interrupted run
+    resumed_at: str | None = None
     reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -72,84 +52,264 @@ class RunReport:
         return self.read == self.accepted + self.rejected
 
     def summary(self) -> str:
+        resumed = f", resumed after {self.resumed_at}" if self.resumed_at else ""
+        again = f", {self.already_on_kafka} already on Kafka" if self.already_on_kafka else ""
         return (f"{self.connector}: read {self.read} = accepted {self.accepted} + rejected {self.rejected}"
-                f" ({'reconciled' if self.reconciles else 'DOES NOT RECONCILE'}) from {self.source}")
+                f" ({'reconciled' if self.reconciles else 'DOES NOT RECONCILE'}{again}) from {self.source}{resumed}")
 
     def describe(self) -> str:
         """The summary, then one line per distinct rejection reason."""
         return "\n".join([self.summary()] + [f"  rejected x{n}: {reason}" for reason, n in self.reasons.items()])
 
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in error.errors())
-    if isinstance(error, json.JSONDecodeError):
-        return f"not valid JSON: {error.msg} (column {error.colno})"
-    return str(error)
+    def count_rejection(self, reason: str) -> None:
+        self.rejected += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
-class FileConnector:
-    def __init__(self, settings: Settings, bootstrap: str, config: ConnectorConfig, base_dir: Path):
+@dataclass
+class Outcome:
+    """What became of one source record: accepted, or rejected with the reason."""
+    record: SourceRecord
+    reason: str | None
+    future: asyncio.Future | None = None  # the broker's acknowledgement
+
+
+class Connector:
+    def __init__(self, settings: Settings, bootstrap: str, config_path: str | Path):
         self.settings = settings
         self.bootstrap = bootstrap
-        self.config = config
-        self.model = getattr(models, config.model)
-        self.topic = getattr(settings.topics, config.topic)
-        self.codec: AvroCodec = codec(config.schema_name, settings.schemas.registry_url, self.topic)
-        self.dead_letters = codec("dead_letter", settings.schemas.registry_url, settings.topics.dead_letters)
-        self.default_path = (base_dir / config.source.path).resolve()
+        self.config_path = Path(config_path)
+        self.config: ConnectorConfig = load_connector_config(config_path)
+        self.mapper = RecordMapper(self.config)
+        registry = settings.schemas.registry_url
+        self.topic = self.config.topic
+        self.dead_letter_topic = settings.topics.dead_letters
+        self.codec = codec(self.config.schema_name, registry, self.topic)
+        self.dead_letter_codec = codec("dead_letter", registry, self.dead_letter_topic)
+        self.producer: AIOKafkaProducer | None = None
 
-    def parse(self, line: bytes) -> tuple[bytes, bytes]:
-        """One raw line to (key, encoded value); raises with the reason on a bad record."""
-        record = self.model.model_validate(json.loads(line))
-        value = record.to_avro()
-        return str(value[self.config.key_field]).encode(), self.codec.encode(value)
+    # --- mapping, no I/O --------------------------------------------------------------------
 
-    def dead_letter(self, source: Path, line_number: int, error: str, raw: bytes) -> bytes:
-        return self.dead_letters.encode(
-            models.dead_letter(f"connector:{self.config.name}", str(source), f"line {line_number}", error, raw))
+    def convert(self, record: SourceRecord) -> tuple[bytes, bytes, str]:
+        """(key, encoded value, event id) of an accepted record; raises MappingError with the reason."""
+        if record.error:
+            raise MappingError(record.error)
+        event = self.mapper.map(record.value)
+        try:
+            value = self.codec.encode(event)
+        except (ValueError, TypeError) as error:  # the schema refused a mapped value
+            raise MappingError(f"does not fit schema {self.config.schema_name}: {error}") from None
+        return str(event[self.config.key]).encode(), value, event["event_id"]
 
-    async def run(self, path: Path | None = None) -> RunReport:
-        source = Path(path).resolve() if path else self.default_path
-        report = RunReport(self.config.name, str(source))
-        producer = AIOKafkaProducer(**producer_config(self.settings, self.bootstrap))
-        await producer.start()
-        pending: list[tuple[asyncio.Future, bool]] = []
+    def preview(self, records: Iterable[SourceRecord]) -> Iterator[tuple[SourceRecord, dict | None, str | None]]:
+        """(record, mapped event, None) or (record, None, reason) for each record: the dry run of `check`."""
+        for record in records:
+            try:
+                if record.error:
+                    raise MappingError(record.error)
+                event = self.mapper.map(record.value)
+                self.codec.encode(event)
+                yield record, event, None
+            except MappingError as error:
+                yield record, None, str(error)
+            except (ValueError, TypeError) as error:
+                yield record, None, f"does not fit schema {self.config.schema_name}: {error}"
 
-        async def settle() -> None:
-            # Count only what the broker acknowledged; a failed send raises and stops the run loudly.
-            for future, accepted in pending:
-                await future
-                if accepted:
+    def dead_letter_id(self, source: str, position: str) -> str:
+        return str(uuid.uuid5(DEAD_LETTER_NAMESPACE, f"{self.config.name}|{source}|{position}"))
+
+    # --- Kafka ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Explicit creation: tansu would auto-create them with its own partition count.
+        ensure_topics(self.bootstrap, [self.topic, self.dead_letter_topic], self.settings.topics.partitions,
+                      self.settings.topics.replication_factor)
+        self.producer = AIOKafkaProducer(**producer_config(self.settings, self.bootstrap))
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def send(self, record: SourceRecord, source: str, skip_ids: set[str] = frozenset()) -> Outcome:
+        """Map and send one record (or its dead letter); await outcome.future for the acknowledgement."""
+        try:
+            key, value, record_id = self.convert(record)
+            reason = None
+            topic, headers = self.topic, [("connector", self.config.name.encode()),
+                                          ("position", record.position.encode())]
+        except MappingError as error:
+            reason = str(error)
+            record_id = self.dead_letter_id(source, record.position)
+            key, topic = None, self.dead_letter_topic
+            value = self.dead_letter_codec.encode(
+                dead_letter(f"connector:{self.config.name}", source, record.position, reason, record.raw))
+            headers = [("connector", self.config.name.encode()), ("source", source.encode()),
+                       ("position", record.position.encode()), ("error", reason[:500].encode())]
+        if record_id in skip_ids:
+            return Outcome(record, reason)  # already on Kafka: sent by the run that was interrupted
+        future = await self.producer.send(topic, value, key=key, headers=headers + [(ID_HEADER, record_id.encode())])
+        return Outcome(record, reason, future)
+
+    async def settle(self, outcomes: list[Outcome], report: RunReport | None, high_water: dict[str, dict[str, int]]) -> None:
+        """Wait for every acknowledgement (a failed send raises: the run stops and its position is not
+        advanced), count, and note where the next records will land per partition."""
+        for outcome in outcomes:
+            if outcome.future is not None:
+                metadata = await outcome.future
+                partitions = high_water.setdefault(metadata.topic, {})
+                partitions[str(metadata.partition)] = max(partitions.get(str(metadata.partition), 0), metadata.offset + 1)
+            elif report is not None:
+                report.already_on_kafka += 1
+            if report is not None:
+                if outcome.reason is None:
                     report.accepted += 1
                 else:
-                    report.rejected += 1
-            pending.clear()
+                    report.count_rejection(outcome.reason)
 
+    async def _partition_starts(self) -> dict[str, dict[str, int]]:
+        """Per partition, an offset at or before where our next record will land. tansu may report
+        a lower end offset than the true one (infra/quirks), which only makes a later tail read longer."""
+        consumer = AIOKafkaConsumer(**consumer_config(self.settings, self.bootstrap, group_id=None))
+        await consumer.start()
         try:
-            with source.open("rb") as lines:
-                for line_number, raw in enumerate(lines, start=1):
-                    raw = raw.rstrip(b"\r\n")
-                    if not raw.strip():
-                        continue  # blank lines are layout, not records
-                    report.read += 1
-                    try:
-                        key, value = self.parse(raw)
-                        pending.append((await producer.send(self.topic, value, key=key), True))
-                    except Exception as error:  # any bad record goes to dead letters, never crashes the run
-                        reason = _reason(error)
-                        report.reasons[reason] = report.reasons.get(reason, 0) + 1
-                        letter = self.dead_letter(source, line_number, reason, raw)
-                        pending.append((await producer.send(self.settings.topics.dead_letters, letter), False))
-                    if len(pending) >= IN_FLIGHT:
-                        await settle()
-                await settle()
+            partitions = [TopicPartition(topic, p) for topic in (self.topic, self.dead_letter_topic)
+                          for p in sorted(await self.producer.partitions_for(topic))]
+            ends = await consumer.end_offsets(partitions)
+            starts: dict[str, dict[str, int]] = {}
+            for tp, end in ends.items():
+                starts.setdefault(tp.topic, {})[str(tp.partition)] = end
+            return starts
         finally:
-            await producer.stop()
+            await consumer.stop()
+
+    async def _ids_since(self, starts: dict[str, dict[str, int]], idle_seconds: float = 1.5) -> set[str]:
+        """The id headers of every record from the given partition offsets on (reads until idle,
+        because tansu's end offsets cannot be trusted)."""
+        consumer = AIOKafkaConsumer(**consumer_config(self.settings, self.bootstrap, group_id=None))
+        await consumer.start()
+        ids: set[str] = set()
+        try:
+            partitions = {TopicPartition(topic, int(p)): offset for topic, ps in starts.items() for p, offset in ps.items()}
+            consumer.assign(list(partitions))
+            for tp, offset in partitions.items():
+                consumer.seek(tp, offset)
+            while batch := await consumer.getmany(timeout_ms=int(idle_seconds * 1000)):
+                for messages in batch.values():
+                    for message in messages:
+                        ids.update(v.decode() for k, v in message.headers if k == ID_HEADER)
+        finally:
+            await consumer.stop()
+        return ids
+
+    # --- file runs --------------------------------------------------------------------------
+
+    def _records(self, path: Path, fmt: str, start: Position, follow: bool) -> Iterator[SourceRecord | None]:
+        source = self.config.source if isinstance(self.config.source, FileSource) else None
+        if fmt == "csv":
+            return read_csv(path, start.offset, start.line, encoding=source.encoding if source else "utf-8",
+                            delimiter=source.delimiter if source else ",",
+                            group_rows_by=source.group_rows_by if source else None)
+        return read_jsonl(path, start.offset, start.line, follow=follow)
+
+    async def run_file(self, path: Path | None = None, follow: bool | None = None, from_start: bool = False,
+                       stop: asyncio.Event | None = None) -> RunReport:
+        """Read a file from its committed position to its end (or, following, until stop is set)."""
+        source = self.config.source
+        if path is None:
+            if not isinstance(source, FileSource):
+                raise ValueError(f"connector {self.config.name} reads a webhook; give a file to replay through it")
+            path = resolve(self.config_path, source.path)
+        path = Path(path).resolve()
+        if not path.is_file():
+            raise ValueError(f"connector {self.config.name}: no such file {path}")
+        fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+        follow = bool(follow if follow is not None else isinstance(source, FileSource) and source.follow)
+        store = PositionStore(Path(self.settings.data_dir) / "connectors", self.config.name)
+        position = None if from_start else store.load(path)
+        report = RunReport(self.config.name, str(path))
+        skip_ids: set[str] = set()
+        if position is None:
+            position = Position()
+        else:
+            report.resumed_at = f"line {position.line}"
+            if not position.clean and position.produced_from:
+                skip_ids = await self._ids_since(position.produced_from)
+                log.info("%s: the previous run was interrupted; %d of its records are on Kafka past the committed position",
+                         self.config.name, len(skip_ids))
+        await self.start()
+        try:
+            high_water = await self._partition_starts()
+            for topic, partitions in position.produced_from.items():
+                for partition, offset in partitions.items():  # keep the older bound until this run commits
+                    high_water.setdefault(topic, {})[partition] = min(offset, high_water.get(topic, {}).get(partition, offset))
+            digest = position.head_sha256 if position.offset >= HEAD_BYTES else None
+
+            def commit(record: SourceRecord | None, clean: bool) -> None:
+                nonlocal digest
+                if record is not None:
+                    position.offset, position.line = record.end_offset, record.end_line
+                if digest is None or position.offset < HEAD_BYTES:
+                    digest = head_digest(path, position.offset)
+                position.head_sha256, position.clean = digest, clean
+                position.produced_from = {t: dict(ps) for t, ps in high_water.items()}
+                store.save(path, position)
+
+            commit(None, clean=False)
+            outcomes: list[Outcome] = []
+            last: SourceRecord | None = None
+            for record in self._records(path, fmt, position, follow):
+                if record is None:  # following, at the end of the file for now
+                    if outcomes:
+                        await self.settle(outcomes, report, high_water)
+                        commit(last, clean=False)
+                        outcomes.clear()
+                    if stop is not None and stop.is_set():
+                        break
+                    await asyncio.sleep(source.poll_seconds if isinstance(source, FileSource) else 1.0)
+                    continue
+                report.read += 1
+                outcomes.append(await self.send(record, str(path), skip_ids))
+                last = record
+                if len(outcomes) >= COMMIT_EVERY:
+                    await self.settle(outcomes, report, high_water)
+                    commit(last, clean=False)
+                    outcomes.clear()
+                    if stop is not None and stop.is_set():
+                        break
+            await self.settle(outcomes, report, high_water)
+            commit(last, clean=True)
+        finally:
+            await self.stop()
         log.info(report.summary())
         return report
 
 
-async def run_connector(settings: Settings, bootstrap: str, config_path: str | Path, source: Path | None = None) -> RunReport:
-    config, base_dir = load_connector_config(config_path)
-    return await FileConnector(settings, bootstrap, config, base_dir).run(source)
+async def run_connector(settings: Settings, bootstrap: str, config_path: str | Path, source: Path | None = None,
+                        from_start: bool = False, follow: bool | None = None, stop: asyncio.Event | None = None) -> RunReport:
+    """Run a file connector once (or a webhook connector's mapping over a file, when source is given)."""
+    connector = Connector(settings, bootstrap, config_path)
+    if isinstance(connector.config.source, WebhookSource) and source is None:
+        from connectors.webhook import serve
+
+        return await serve(connector, stop)
+    return await connector.run_file(source, follow=follow, from_start=from_start, stop=stop)
+
+
+def sample_path(connector: Connector) -> Path:
+    """The file `check` and the demo read: a file source's own file, or a webhook config's sample."""
+    source = connector.config.source
+    relative = source.path if isinstance(source, FileSource) else source.sample
+    if relative is None:
+        raise ValueError(f"connector {connector.config.name} names no sample file; give one")
+    return resolve(connector.config_path, relative)
+
+
+def sample_records(connector: Connector, path: Path | None = None) -> tuple[Path, Iterator[SourceRecord]]:
+    """Every record of a sample file from its start, without positions or Kafka."""
+    path = Path(path).resolve() if path else sample_path(connector)
+    if not path.is_file():
+        raise ValueError(f"connector {connector.config.name}: no such file {path}")
+    fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    return path, (r for r in connector._records(path, fmt, Position(), follow=False) if r is not None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import shutil
 import signal
 import sys
@@ -74,26 +75,32 @@ def _print_table(columns: list[str], rows: list) -> None:
 
 
 async def _demo(settings: Settings, timeout: float) -> None:
-    from connectors.runtime import bundled_config, run_connector
+    from connectors.config import bundled_configs
+    from connectors.runtime import Connector, sample_path
     from infra.hub import Hub
     from sinks.named_queries import named_query, stored_counts
 
     async with Hub(settings) as hub:
         click.echo(f"broker {hub.bootstrap}; Faust worker pid {hub.worker.process.pid}; ClickHouse "
                    f"{settings.clickhouse.url or settings.clickhouse.embedded_path}")
-        report = await run_connector(settings, hub.bootstrap, bundled_config("web_orders"))
-        click.echo(report.describe())
+        accepted = rejected = 0
+        for config_path in bundled_configs():
+            # The webhook channel's sample is replayed through its mapping: the demo needs no HTTP client.
+            connector = Connector(settings, hub.bootstrap, config_path)
+            report = await connector.run_file(sample_path(connector))
+            click.echo(report.describe())
+            accepted, rejected = accepted + report.accepted, rejected + report.rejected
         deadline = time.monotonic() + timeout
         while True:
             stored, dead = stored_counts(hub.client)
-            if stored >= report.accepted and dead >= report.rejected:
+            if stored >= accepted and dead >= rejected:
                 break
             if time.monotonic() > deadline:
-                raise click.ClickException(f"timed out: ClickHouse has {stored}/{report.accepted} orders and "
-                                           f"{dead}/{report.rejected} dead letters; see {hub.worker.log_file}")
+                raise click.ClickException(f"timed out: ClickHouse has {stored}/{accepted} events and "
+                                           f"{dead}/{rejected} dead letters; see {hub.worker.log_file}")
             await asyncio.sleep(0.5)
-        result = hub.client.query(named_query("orders"))
-        click.echo(f"\nOrders in ClickHouse (timeline_events, {len(result.result_rows)} rows):")
+        result = hub.client.query(named_query("timeline"))
+        click.echo(f"\nThe customer timeline in ClickHouse (timeline_events, {len(result.result_rows)} rows):")
         _print_table(list(result.column_names), result.result_rows)
         result = hub.client.query(named_query("dead_letters"))
         click.echo(f"\nDead letters in ClickHouse ({len(result.result_rows)} rows):")
@@ -104,7 +111,7 @@ async def _demo(settings: Settings, timeout: float) -> None:
 @click.option("--timeout", default=120.0, show_default=True, help="seconds to wait for the orders to reach ClickHouse")
 @click.pass_context
 def demo(ctx: click.Context, timeout: float) -> None:
-    """Run the web-orders sample end to end on fresh embedded data and print what ClickHouse returns."""
+    """Run every bundled connector's sample end to end on fresh embedded data and print what ClickHouse returns."""
     settings = _settings(ctx)
     demo_dir = Path(settings.data_dir) / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
@@ -115,12 +122,11 @@ def demo(ctx: click.Context, timeout: float) -> None:
 
 
 @cli.command()
-@click.option("--connector", "connectors", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="connector config to run once the hub is up (repeatable)")
+@click.option("--connector", "connector_configs", multiple=True,
+              help="connector config (path or bundled name) to run once the hub is up (repeatable)")
 @click.pass_context
-def run(ctx: click.Context, connectors: tuple[str, ...]) -> None:
+def run(ctx: click.Context, connector_configs: tuple[str, ...]) -> None:
     """Run the hub until interrupted: broker (embedded unless configured), Faust worker, sink, query endpoint."""
-    from connectors.runtime import run_connector
     from infra.hub import Hub
 
     settings = _settings(ctx)
@@ -136,9 +142,10 @@ def run(ctx: click.Context, connectors: tuple[str, ...]) -> None:
             state_file.write_text(json.dumps(state))
             click.echo(f"hub running: {json.dumps(state)}; Ctrl-C stops it")
             try:
-                for config in connectors:
-                    click.echo((await run_connector(settings, hub.bootstrap, config)).describe())
+                loaded = [_load_connector(config, settings, hub.bootstrap) for config in connector_configs]
+                runs = asyncio.create_task(_run_connectors(settings, hub.bootstrap, loaded, hub.stopping))
                 await hub.wait()
+                await runs
             finally:
                 state_file.unlink(missing_ok=True)
 
@@ -147,24 +154,129 @@ def run(ctx: click.Context, connectors: tuple[str, ...]) -> None:
 
 
 @cli.group()
-def connector() -> None:
-    """Channel connectors (connectors/)."""
+def connectors() -> None:
+    """Channel connectors (connectors/): one YAML config per channel."""
 
 
-@connector.command("run")
-@click.argument("config", type=click.Path(exists=True, dir_okay=False))
-@click.option("--source", type=click.Path(exists=True, dir_okay=False), help="read this file instead of the config's")
+def _load_connector(config: str, settings: Settings, bootstrap: str = ""):
+    from connectors.config import ConfigError, find_config
+    from connectors.runtime import Connector
+
+    try:
+        return Connector(settings, bootstrap, find_config(config))
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@connectors.command("list")
 @click.pass_context
-def connector_run(ctx: click.Context, config: str, source: str | None) -> None:
-    """Read a source once and publish it; prints read = accepted + rejected."""
-    from connectors.runtime import run_connector
+def connectors_list(ctx: click.Context) -> None:
+    """The bundled connector configs."""
+    from connectors.config import bundled_configs
+
+    rows = []
+    for path in bundled_configs():
+        config = _load_connector(str(path), _settings(ctx)).config
+        rows.append([config.name, config.channel, config.source.type, config.topic, config.description])
+    _print_table(["name", "channel", "source", "topic", "description"], rows)
+
+
+@connectors.command("check")
+@click.argument("config")
+@click.argument("sample", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--show", default=3, show_default=True, help="how many mapped records to print")
+@click.option("--strict", is_flag=True, help="exit with status 1 if any record is rejected")
+@click.pass_context
+def connectors_check(ctx: click.Context, config: str, sample: str | None, show: int, strict: bool) -> None:
+    """Dry run: check CONFIG (a path or a bundled name), map SAMPLE (default: the config's own file)
+    and print mapped records and rejects. Touches no Kafka."""
+    from connectors.runtime import sample_records
 
     settings = _settings(ctx)
+    connector = _load_connector(config, settings)
     try:
-        report = asyncio.run(run_connector(settings, _bootstrap(settings), config, Path(source) if source else None))
+        path, records = sample_records(connector, Path(sample) if sample else None)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(report.describe())
+    pattern = settings.topics.channel_pattern
+    if not re.search(pattern, connector.config.topic):
+        click.echo(f"warning: topic {connector.config.topic} does not match topics.channel_pattern {pattern!r}: "
+                   "streams/ will not read it", err=True)
+    accepted = rejected = 0
+    for record, event, reason in connector.preview(records):
+        if reason is None:
+            accepted += 1
+            if accepted <= show:
+                click.echo(f"{record.position}: accepted\n  " + json.dumps(event, default=str, ensure_ascii=False))
+        else:
+            rejected += 1
+            click.echo(f"{record.position}: REJECTED: {reason}")
+    click.echo(f"{connector.config.name}: config OK; {path}: read {accepted + rejected} = accepted {accepted} + rejected {rejected}")
+    if strict and rejected:
+        ctx.exit(1)
+
+
+async def _run_connectors(settings: Settings, bootstrap: str, configs: list, stop: asyncio.Event,
+                          source: Path | None = None, source_dir: Path | None = None, from_start: bool = False,
+                          follow: bool | None = None) -> list:
+    from connectors.runtime import run_connector
+
+    runs = []
+    for connector in configs:
+        path = source
+        if source_dir is not None:
+            candidates = [source_dir / f"{connector.config.name}.{suffix}" for suffix in ("jsonl", "csv")]
+            path = next((c for c in candidates if c.is_file()), None)
+            if path is None:
+                click.echo(f"{connector.config.name}: no {connector.config.name}.jsonl or .csv in {source_dir}, skipped")
+                continue
+        runs.append(run_connector(settings, bootstrap, connector.config_path, path, from_start=from_start,
+                                  follow=follow, stop=stop))
+    reports = await asyncio.gather(*runs)
+    for report in reports:
+        click.echo(report.describe())
+    return reports
+
+
+@connectors.command("run")
+@click.argument("configs", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="every bundled connector")
+@click.option("--source", type=click.Path(exists=True, dir_okay=False),
+              help="read this file instead of the config's source (replays a file through a webhook connector's mapping)")
+@click.option("--source-dir", type=click.Path(exists=True, file_okay=False),
+              help="read <name>.jsonl or <name>.csv from this folder for each connector (what `omnihub generate` writes)")
+@click.option("--from-start", is_flag=True, help="ignore the committed position and read files from their start")
+@click.option("--follow/--no-follow", default=None, help="keep reading JSON Lines files as they grow (default: the config's)")
+@click.pass_context
+def connectors_run(ctx: click.Context, configs: tuple[str, ...], run_all: bool, source: str | None,
+                   source_dir: str | None, from_start: bool, follow: bool | None) -> None:
+    """Run connectors: file sources read to their end (resuming where the last run committed),
+    webhooks serve until Ctrl-C. Prints read = accepted + rejected for each."""
+    from connectors.config import bundled_configs
+
+    settings = _settings(ctx)
+    if run_all:
+        configs = configs + tuple(str(p) for p in bundled_configs())
+    if not configs:
+        raise click.UsageError("name at least one connector config, or --all")
+    if source and len(configs) > 1:
+        raise click.UsageError("--source reads one file: name one connector, or use --source-dir")
+    bootstrap = _bootstrap(settings)
+    loaded = [_load_connector(config, settings, bootstrap) for config in configs]
+
+    async def main() -> list:
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        return await _run_connectors(settings, bootstrap, loaded, stop, Path(source) if source else None,
+                                     Path(source_dir) if source_dir else None, from_start, follow)
+
+    try:
+        reports = asyncio.run(main())
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    if not all(report.reconciles for report in reports):
+        ctx.exit(1)
 
 
 @cli.group()

@@ -103,6 +103,11 @@ class Hub:
             self._sink_task.result()  # raises the sink's start-up error
         return self
 
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the hub is asked to stop: long-running tasks beside it (webhooks, followed files) end too."""
+        return self._stop
+
     async def wait(self) -> None:
         await self._sink_task
 

@@ -74,14 +74,26 @@ class ClickHouseSettings(_Section):
 
 
 class TopicSettings(_Section):
-    orders: str = "orders"
+    channel_pattern: str = Field(default=r"^channel\.", description="regex of the channel topics streams/ reads; "
+                                 "connectors name their topic channel.<name>, so a new channel needs no other setting")
     customer_timeline: str = "customer-timeline"
     dead_letters: str = "dead-letters"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
     def all_names(self) -> list[str]:
-        return [self.orders, self.customer_timeline, self.dead_letters]
+        return [self.customer_timeline, self.dead_letters]
+
+    @field_validator("channel_pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return value
 
 
 class StreamSettings(_Section):

@@ -12,7 +12,7 @@ import faust
 from infra.settings import Settings
 from schemas.models import dead_letter
 from schemas.serde import codec
-from streams.timeline import web_order_to_timeline
+from streams.timeline import channel_event_to_timeline
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +40,26 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     )
     registry = settings.schemas.registry_url
     topics = settings.topics
-    orders_topic = app.topic(topics.orders, key_serializer="raw", value_serializer="raw")
+    # A pattern, not a list: a channel added with one connector config is read without a settings change.
+    channel_topics = app.topic(pattern=topics.channel_pattern, key_serializer="raw", value_serializer="raw")
     timeline_topic = app.topic(topics.customer_timeline, key_serializer="raw", value_serializer="raw")
     dead_letters_topic = app.topic(topics.dead_letters, key_serializer="raw", value_serializer="raw")
-    orders_codec = codec("web_order", registry, topics.orders)
+    channel_codec = codec("channel_event", registry)
     timeline_codec = codec("timeline_event", registry, topics.customer_timeline)
     dead_letter_codec = codec("dead_letter", registry, topics.dead_letters)
 
-    @app.agent(orders_topic, name="web-orders-to-timeline")
-    async def web_orders_to_timeline(stream):
+    @app.agent(channel_topics, name="channel-events-to-timeline")
+    async def channel_events_to_timeline(stream):
         # Batches: Faust's per-event overhead dominates otherwise; events are acked after their batch.
         async for events in stream.take_events(BATCH_MAX_EVENTS, within=BATCH_MAX_SECONDS):
             for event in events:
                 try:
-                    timeline = web_order_to_timeline(orders_codec.decode(event.value))
+                    timeline = channel_event_to_timeline(channel_codec.decode(event.value))
                     value = timeline_codec.encode(timeline)
                 except Exception as error:  # a bad record must not stop the agent: dead-letter it
                     message = event.message
                     await dead_letters_topic.send(value=dead_letter_codec.encode(dead_letter(
-                        "streams:web-orders-to-timeline", message.topic,
+                        "streams:channel-events-to-timeline", message.topic,
                         f"partition {message.partition} offset {message.offset}", error, event.value)))
                     continue
                 await timeline_topic.send(key=timeline["customer_id"].encode(), value=value)

@@ -1,0 +1,268 @@
+"""Connector config files (YAML): what a channel's source is, where its records go, how they map.
+
+A config is checked twice: by pydantic (types, allowed keys), then against the target Avro schema
+(every mapped field exists there, every required field is mapped). Either way the error names the
+file, the line and the field, because an integration engineer fixes configs, not Python.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.serde import schema_json
+
+IDENTIFIER_KINDS = ("email", "phone", "loyalty_id", "web_account", "social_handle", "store_terminal")
+IdentifierKind = Literal["email", "phone", "loyalty_id", "web_account", "social_handle", "store_terminal"]
+
+# Fields the runtime fills itself; a config may not map them.
+COMPUTED_FIELDS = {"event_id", "channel", "connector", "identifiers"}
+
+
+class ConfigError(ValueError):
+    """A wrong connector config; str() is the message to show, with file and line."""
+
+
+class _Strict(BaseModel):
+    # A misspelt key must be an error, not an ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ValueSpec(_Strict):
+    """Where one value comes from and how it is coerced. In YAML a bare string is shorthand for {path: ...}."""
+
+    path: str | None = Field(default=None, description="dotted path into the record (nested JSON), or a CSV column")
+    const: Any = Field(default=None, description="a constant instead of a path")
+    join: list[str] | None = Field(default=None, description="paths whose values are joined with sep")
+    sep: str = ":"
+    type: Literal["string", "int", "decimal", "money", "timestamp", "bool", "list"] | None = Field(
+        default=None, description="coercion; inferred from the target schema field when omitted")
+    amount: Literal["decimal", "minor"] = Field(default="decimal", description="money: '12.50' (decimal) or 1250 (minor units)")
+    decimal_separator: Literal[".", ","] = "."
+    format: str = Field(default="iso8601", description="timestamp: iso8601, epoch_seconds, epoch_millis or a strptime pattern")
+    timezone: str | None = Field(default=None, description="timestamp: IANA zone for values written without an offset")
+    regex: str | None = Field(default=None, description="keep the first group (or the match) of this pattern; no match = missing")
+    values: dict[str, Any] | None = Field(default=None, description="translate source values; any other value is rejected")
+    pattern: str | None = Field(default=None, description="reject the record unless the text value fully matches")
+    min: float | None = Field(default=None, description="numbers: reject smaller values")
+    max: float | None = Field(default=None, description="numbers: reject larger values")
+    null_values: list[str] = Field(default_factory=lambda: [""], description="source values that mean missing")
+    default: Any = None
+    required: bool | None = Field(default=None, description="reject the record when missing; inferred from the schema when omitted")
+    each: dict[str, "ValueSpec"] | None = Field(default=None, description="list field: how each item maps")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ValueSpec":
+        given = [name for name in ("path", "const", "join") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, const or join (got {', '.join(given) or 'none'})")
+        if self.timezone is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {self.timezone!r} (use an IANA name such as Europe/Paris)") from None
+        for name in ("regex", "pattern"):
+            if getattr(self, name) is not None:
+                import re
+
+                try:
+                    re.compile(getattr(self, name))
+                except re.error as error:
+                    raise ValueError(f"{name} does not compile: {error}") from None
+        return self
+
+
+class IdentifierSpec(ValueSpec):
+    """A field that identifies the customer, and of what kind."""
+
+    kind: IdentifierKind
+    platform: str | ValueSpec | None = Field(default=None, description="social_handle: a platform name, or where to read it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:  # no bare-string shorthand: kind is required
+        return data
+
+    @model_validator(mode="after")
+    def _platform_for_handles(self) -> "IdentifierSpec":
+        if self.kind == "social_handle" and self.platform is None:
+            raise ValueError("a social_handle needs its platform (a name such as facebook, or {path: ...})")
+        return self
+
+
+class FileSource(_Strict):
+    type: Literal["file"]
+    path: Path = Field(description="relative to the config file")
+    format: Literal["jsonl", "csv"] | None = Field(default=None, description="inferred from the file suffix when omitted")
+    encoding: str = "utf-8"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    group_rows_by: str | None = Field(default=None, description="csv: consecutive rows with the same value here are one record (receipt lines)")
+    follow: bool = Field(default=False, description="keep reading as the file grows, until stopped")
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _follow_jsonl_only(self) -> "FileSource":
+        if self.follow and (self.format == "csv" or (self.format is None and self.path.suffix.lower() == ".csv")):
+            raise ValueError("follow is supported for JSON Lines files only (a CSV row may span lines being written)")
+        return self
+
+
+class WebhookSource(_Strict):
+    type: Literal["webhook"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, le=65535)
+    path: str = Field(default="/", pattern="^/")
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    token_env: str | None = Field(default=None, description="environment variable holding the token callers send as 'Authorization: Bearer ...'")
+    sample: Path | None = Field(default=None, description="a JSON Lines file of example payloads, for `connectors check`")
+
+
+class ConnectorConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    channel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    topic: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    schema_name: str = Field(default="channel_event", alias="schema")
+    key: str = Field(default="source_id", description="the mapped field whose value keys the Kafka record")
+    source: Annotated[Union[FileSource, WebhookSource], Field(discriminator="type")]
+    fields: dict[str, ValueSpec]
+    attributes: dict[str, ValueSpec] = Field(default_factory=dict, description="channel-specific details, kept as text")
+    identifiers: list[IdentifierSpec] = Field(default_factory=list)
+    require_identifier: bool = Field(default=False, description="reject records that carry no customer identifier")
+
+    @property
+    def source_format(self) -> str:
+        if isinstance(self.source, WebhookSource):
+            return "json"
+        return self.source.format or ("csv" if self.source.path.suffix.lower() == ".csv" else "jsonl")
+
+
+# --- YAML with line numbers -------------------------------------------------------------------
+
+def _node_at(root: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+    """The deepest YAML node on a pydantic error location (union tags that are not keys are skipped)."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                continue  # e.g. the 'file' tag of a discriminated union, or a missing key
+            node = match[1] if part != loc[-1] else match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+    return node
+
+
+def _where(path: Path, root: yaml.Node | None, loc: tuple) -> str:
+    node = _node_at(root, loc)
+    line = f":{node.start_mark.line + 1}" if node is not None else ""
+    field = ".".join(str(part) for part in loc if part not in ("file", "webhook")) or "(top level)"
+    return f"{path}{line}: {field}"
+
+
+def _schema_fields(schema: dict) -> dict[str, Any]:
+    return {field["name"]: field for field in schema["fields"]}
+
+
+def _nullable(field: dict) -> bool:
+    return isinstance(field["type"], list) and "null" in field["type"] or "default" in field
+
+
+def _check_against_schema(config: ConnectorConfig) -> list[tuple[tuple, str]]:
+    """Mapped fields must exist in the target schema; its required fields must be mapped."""
+    try:
+        fields = _schema_fields(schema_json(config.schema_name))
+    except FileNotFoundError:
+        return [(("schema",), f"no schema named {config.schema_name!r} in schemas/avro")]
+    problems = []
+    for name, spec in config.fields.items():
+        if name in COMPUTED_FIELDS:
+            problems.append((("fields", name), "filled by the connector runtime; remove it from fields"))
+        elif name == "attributes":
+            problems.append((("fields", name), "attributes are declared in the top-level 'attributes' section"))
+        elif name not in fields:
+            problems.append((("fields", name), f"not a field of schema {config.schema_name} "
+                                               f"(fields: {', '.join(sorted(set(fields) - COMPUTED_FIELDS - {'attributes'}))})"))
+        elif spec.each is not None:
+            item = fields[name]["type"]
+            item_fields = _schema_fields(item["items"]) if isinstance(item, dict) and item.get("type") == "array" else None
+            if item_fields is None:
+                problems.append((("fields", name, "each"), "only list fields take 'each'"))
+                continue
+            for sub in spec.each:
+                if sub not in item_fields:
+                    problems.append((("fields", name, "each", sub), f"not a field of {name} items ({', '.join(item_fields)})"))
+            for sub, field in item_fields.items():
+                if not _nullable(field) and sub not in spec.each:
+                    problems.append((("fields", name, "each"), f"{name} items need '{sub}'"))
+    for name, field in fields.items():
+        if name not in COMPUTED_FIELDS and not _nullable(field) and name not in config.fields:
+            problems.append((("fields",), f"schema {config.schema_name} requires '{name}'"))
+    if config.key not in fields:
+        problems.append((("key",), f"not a field of schema {config.schema_name}"))
+    return problems
+
+
+def load_connector_config(path: str | Path) -> ConnectorConfig:
+    """Parse and check a config file; raises ConfigError listing every problem with its line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        config = ConnectorConfig.model_validate(data)
+    except ValidationError as error:
+        lines = [f"{_where(path, root, tuple(e['loc']))}: "
+                 + ("unknown key (check the spelling)" if e["type"] == "extra_forbidden" else e["msg"])
+                 for e in error.errors()]
+        raise ConfigError(f"invalid connector config ({len(lines)} problem(s)):\n  " + "\n  ".join(lines)) from None
+    problems = _check_against_schema(config)
+    if problems:
+        lines = [f"{_where(path, root, loc)}: {message}" for loc, message in problems]
+        raise ConfigError(f"invalid connector config ({len(lines)} problem(s)):\n  " + "\n  ".join(lines))
+    return config
+
+
+def resolve(config_path: Path, relative: Path) -> Path:
+    """A path in a config is relative to the config file."""
+    return (Path(config_path).parent / relative).resolve()
+
+
+def bundled_configs_dir() -> Path:
+    return Path(str(resources.files("connectors") / "channels"))
+
+
+def bundled_configs() -> list[Path]:
+    return sorted(bundled_configs_dir().glob("*.yaml"))
+
+
+def find_config(name_or_path: str) -> Path:
+    """A config file path, or the name of a bundled config (web-orders, store-sales, ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_configs_dir() / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    names = ", ".join(p.stem for p in bundled_configs())
+    raise ConfigError(f"no config file {name_or_path!r} and no bundled connector of that name (bundled: {names})")

@@ -1,0 +1,138 @@
+"""HTTP webhook source: a channel system POSTs one JSON record, a JSON array, or JSON Lines.
+
+Answers:
+- 200 {"accepted": n} once every record is acknowledged by Kafka;
+- 422 {"accepted": n, "rejected": [{"index", "position", "reason"}]} when some records were rejected:
+  those are in dead letters and the others are accepted, so a client must not resend it unchanged;
+- 400 when the body is not JSON (the body goes to dead letters), 401 without the configured token,
+  413 above max_body_bytes;
+- 503 when Kafka did not acknowledge: nothing is counted, and resending is safe because event ids
+  are deterministic (the same record gets the same id, which consumers deduplicate on).
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import uuid
+
+from aiohttp import web
+from kafka.errors import KafkaError as SyncKafkaError
+from aiokafka.errors import KafkaError
+
+from connectors.config import WebhookSource
+from connectors.runtime import Connector, RunReport
+from connectors.sources import SourceRecord
+
+log = logging.getLogger(__name__)
+
+
+def parse_body(body: bytes, content_type: str, request_id: str) -> list[SourceRecord]:
+    """The records of a request body; a body that is not JSON is one record with an error."""
+    position = f"request {request_id}"
+    if "ndjson" in content_type or "jsonl" in content_type or "json-seq" in content_type:
+        items, records = [], []
+        for index, line in enumerate(l for l in body.splitlines() if l.strip()):
+            record = SourceRecord(f"{position} item {index}", line)
+            try:
+                record.value = json.loads(line)
+            except ValueError as error:
+                record.error = f"not valid JSON: {error}"
+            records.append(record)
+        items = records
+    else:
+        try:
+            payload = json.loads(body)
+        except ValueError as error:
+            return [SourceRecord(position, body, error=f"not valid JSON: {error}")]
+        payload = payload if isinstance(payload, list) else [payload]
+        items = [SourceRecord(f"{position} item {index}", json.dumps(value).encode(), value=value)
+                 for index, value in enumerate(payload)]
+    for record in items:
+        if record.error is None and not isinstance(record.value, dict):
+            record.error = f"expected a JSON object, got {type(record.value).__name__}"
+    return items
+
+
+class Webhook:
+    def __init__(self, connector: Connector):
+        source = connector.config.source
+        assert isinstance(source, WebhookSource)
+        self.connector, self.source = connector, source
+        self.token: str | None = None
+        if source.token_env:
+            self.token = os.environ.get(source.token_env)
+            if not self.token:
+                raise ValueError(f"connector {connector.config.name}: environment variable {source.token_env} "
+                                 "(source.token_env) is not set")
+        self.report = RunReport(connector.config.name, "")
+        self.runner: web.AppRunner | None = None
+        self.lock = asyncio.Lock()  # one request's records settle before the next: counts stay exact
+
+    @property
+    def address(self) -> str:
+        host, port = self.runner.addresses[0][:2]
+        return f"http://{host}:{port}{self.source.path}"
+
+    async def start(self) -> "Webhook":
+        await self.connector.start()
+        app = web.Application(client_max_size=self.source.max_body_bytes)
+        app.router.add_post(self.source.path, self.handle)
+        app.router.add_get("/health", self.health)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.source.host, self.source.port).start()
+        self.report.source = self.address
+        log.info("%s: webhook listening on %s", self.connector.config.name, self.address)
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.connector.stop()
+
+    async def health(self, request: web.Request) -> web.Response:
+        r = self.report
+        return web.json_response({"connector": r.connector, "read": r.read, "accepted": r.accepted,
+                                  "rejected": r.rejected, "reconciles": r.reconciles})
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        body = await request.read()
+        records = parse_body(body, request.content_type or "", request_id)
+        batch = RunReport(self.report.connector, self.report.source)
+        async with self.lock:
+            try:
+                outcomes = [await self.connector.send(record, self.report.source) for record in records]
+                await self.connector.settle(outcomes, batch, {})
+            except (KafkaError, SyncKafkaError, asyncio.TimeoutError) as error:
+                log.warning("%s: request %s not acknowledged by Kafka: %s", self.report.connector, request_id, error)
+                return web.json_response({"request_id": request_id, "error": f"Kafka did not acknowledge: {error}; "
+                                          "resending is safe"}, status=503)
+            self.report.read += len(records)
+            self.report.accepted += batch.accepted
+            self.report.rejected += batch.rejected
+            for reason, n in batch.reasons.items():
+                self.report.reasons[reason] = self.report.reasons.get(reason, 0) + n
+        rejected = [{"index": i, "position": o.record.position, "reason": o.reason}
+                    for i, o in enumerate(outcomes) if o.reason is not None]
+        answer = {"request_id": request_id, "accepted": batch.accepted, "rejected": rejected}
+        if not rejected:
+            return web.json_response(answer, status=200)
+        return web.json_response(answer, status=400 if len(records) == 1 and records[0].value is None else 422)
+
+
+async def serve(connector: Connector, stop: asyncio.Event | None = None) -> RunReport:
+    """Serve until stop is set (forever without one); returns the counts of everything received."""
+    webhook = await Webhook(connector).start()
+    try:
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await webhook.stop()
+    return webhook.report

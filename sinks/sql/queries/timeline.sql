@@ -1,0 +1,5 @@
+-- Every channel's events on the timeline, oldest first, amounts in currency units.
+SELECT event_time, channel, event_type, source_id, substring(customer_id, 1, 8) AS customer,
+       if(amount_minor IS NULL, NULL, toDecimal64(amount_minor / 100, 2)) AS amount, currency
+FROM timeline_events FINAL
+ORDER BY event_time, channel, source_id
