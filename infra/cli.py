@@ -331,12 +331,13 @@ def topics() -> None:
 @topics.command("create")
 @click.pass_context
 def topics_create(ctx: click.Context) -> None:
-    """Create the configured topics that do not exist yet."""
+    """Create the configured topics and the bundled connectors' channel topics that do not exist yet."""
+    from infra.hub import channel_topics
     from infra.kafka import ensure_topics
 
     settings = _settings(ctx)
-    created = ensure_topics(_bootstrap(settings), settings.topics.all_names(), settings.topics.partitions,
-                            settings.topics.replication_factor)
+    created = ensure_topics(_bootstrap(settings), settings.topics.all_names() + channel_topics(settings),
+                            settings.topics.partitions, settings.topics.replication_factor)
     click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 

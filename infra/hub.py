@@ -60,6 +60,17 @@ class WorkerProcess:
         stop_process(self.process, grace, "Faust worker")
 
 
+def channel_topics(settings: Settings) -> list[str]:
+    """The bundled connectors' topics that the channel pattern selects: created before the Faust
+    worker starts, since it subscribes to the channel topics that exist when it starts."""
+    import re
+
+    from connectors.config import bundled_configs, load_connector_config
+
+    topics = [load_connector_config(path).topic for path in bundled_configs()]
+    return [topic for topic in topics if re.search(settings.topics.channel_pattern, topic)]
+
+
 class Hub:
     def __init__(self, settings: Settings, start_worker: bool = True, serve_queries: bool = True):
         self.settings = settings
@@ -82,8 +93,8 @@ class Hub:
         if s.embedded_kafka:
             self.broker = EmbeddedBroker(Path(s.data_dir) / "logs", s.kafka.embedded_storage)
             await asyncio.to_thread(self.broker.start)
-        await asyncio.to_thread(ensure_topics, self.bootstrap, s.topics.all_names(), s.topics.partitions,
-                                s.topics.replication_factor)
+        await asyncio.to_thread(ensure_topics, self.bootstrap, s.topics.all_names() + channel_topics(s),
+                                s.topics.partitions, s.topics.replication_factor)
         self.client = LockedClient(await asyncio.to_thread(open_client, s))
         applied = await asyncio.to_thread(migrate, self.client)
         if applied:

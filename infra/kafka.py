@@ -66,6 +66,17 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication
         admin.close()
 
 
+def matching_topics(bootstrap: str, pattern: str) -> list[str]:
+    """Existing topics whose name matches the regex, sorted."""
+    import re
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="omnihub-admin")
+    try:
+        return sorted(name for name in admin.list_topics() if re.search(pattern, name))
+    finally:
+        admin.close()
+
+
 async def read_topic(settings: Settings, bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list:
     """Every record of a topic, from the beginning, without a consumer group.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import faust
 
+from infra.kafka import matching_topics
 from infra.settings import Settings
 from schemas.models import dead_letter
 from schemas.serde import codec
@@ -40,8 +41,15 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     )
     registry = settings.schemas.registry_url
     topics = settings.topics
-    # A pattern, not a list: a channel added with one connector config is read without a settings change.
-    channel_topics = app.topic(pattern=topics.channel_pattern, key_serializer="raw", value_serializer="raw")
+    # Channel topics are found by name pattern, so a channel added with one connector config needs no
+    # settings change. Found at start only: Faust cannot subscribe by pattern (its aiokafka driver:
+    # "XXX pattern does not work"), so a new channel's topic is read from the worker's next start.
+    names = matching_topics(bootstrap, topics.channel_pattern)
+    if not names:
+        raise RuntimeError(f"no topic matches topics.channel_pattern {topics.channel_pattern!r}: "
+                           "run a connector (it creates its topic) or `omnihub topics create`")
+    log.info("reading channel topics %s", names)
+    channel_topics = app.topic(*names, key_serializer="raw", value_serializer="raw")
     timeline_topic = app.topic(topics.customer_timeline, key_serializer="raw", value_serializer="raw")
     dead_letters_topic = app.topic(topics.dead_letters, key_serializer="raw", value_serializer="raw")
     channel_codec = codec("channel_event", registry)
