@@ -72,7 +72,7 @@ def settings(kafka_bootstrap: str, clickhouse_location: dict, tmp_path: Path) ->
         data_dir=tmp_path,
         kafka={"bootstrap_servers": kafka_bootstrap},
         clickhouse={**clickhouse_location, "database": f"test_{suffix}", "query_port": 0},
-        topics={"orders": f"orders-{suffix}", "customer_timeline": f"timeline-{suffix}",
+        topics={"channel_pattern": rf"^ch-{suffix}\.", "customer_timeline": f"timeline-{suffix}",
                 "dead_letters": f"dead-letters-{suffix}", "partitions": 2},
         streams={"app_id": f"omnihub-test-{suffix}"},
         sink={"group_id": f"sink-{suffix}", "batch_max_seconds": 0.3},

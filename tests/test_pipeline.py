@@ -1,4 +1,4 @@
-"""End to end on real servers: file -> connector -> orders -> Faust worker -> customer-timeline -> sink -> ClickHouse."""
+"""End to end on real servers: file -> connector -> channel topic -> Faust worker -> customer-timeline -> sink -> ClickHouse."""
 from __future__ import annotations
 
 import asyncio
@@ -9,11 +9,11 @@ import urllib.request
 
 import pytest
 
-from connectors.runtime import bundled_config, run_connector
+from connectors.runtime import run_connector
 from infra.hub import Hub, WorkerProcess
 from infra.kafka import read_topic
 from sinks.migrate import migrate
-from tests.orders_fixture import web_order, write_web_orders
+from tests.fixtures import channel_config, web_order, write_web_orders
 
 pytestmark = pytest.mark.integration
 
@@ -44,10 +44,11 @@ def test_every_order_once_in_clickhouse_and_malformed_lines_dead_lettered(settin
         9: json.dumps(web_order(999_002) | {"customer": {}}),              # no identifier
     }
     source = write_web_orders(tmp_path / "orders.jsonl", 200, malformed_lines=bad_lines)
+    config = channel_config(settings, tmp_path, "web-orders")
 
     async def scenario():
         async with Hub(settings) as hub:
-            report = await run_connector(settings, hub.bootstrap, bundled_config("web_orders"), source)
+            report = await run_connector(settings, hub.bootstrap, config, source)
             assert (report.read, report.accepted, report.rejected) == (203, 200, 3)
             assert report.reconciles
             await wait_for(lambda: counts(hub)[0] >= 200, 90, "200 orders in ClickHouse", hub)
@@ -64,19 +65,20 @@ def test_every_order_once_in_clickhouse_and_malformed_lines_dead_lettered(settin
     assert set(letters) == {"line 3", "line 7", "line 9"}
     assert "not valid JSON" in letters["line 3"]
     assert "no time zone" in letters["line 7"]
-    assert "no identifier" in letters["line 9"]
+    assert "no customer identifier" in letters["line 9"]
 
 
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(settings, tmp_path):
     first = write_web_orders(tmp_path / "first.jsonl", 3000, start=0)
     second = write_web_orders(tmp_path / "second.jsonl", 3000, start=3000)
+    config = channel_config(settings, tmp_path, "web-orders")
 
     async def scenario():
         async with Hub(settings) as hub:
-            await run_connector(settings, hub.bootstrap, bundled_config("web_orders"), first)
+            await run_connector(settings, hub.bootstrap, config, first)
             await wait_for(lambda: counts(hub)[0] > 0, 90, "the first orders in ClickHouse", hub)
             # Crash (SIGKILL: no offset commit, no clean leave) while the second half is being produced.
-            producing = asyncio.create_task(run_connector(settings, hub.bootstrap, bundled_config("web_orders"), second))
+            producing = asyncio.create_task(run_connector(settings, hub.bootstrap, config, second))
             await asyncio.sleep(0.2)
             hub.worker.kill()
             killed_at = counts(hub)[0]

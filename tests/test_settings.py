@@ -14,17 +14,18 @@ def clean_env(monkeypatch, tmp_path):
 def test_defaults_mean_embedded_servers():
     settings = load_settings()
     assert settings.embedded_kafka and settings.embedded_clickhouse
-    assert settings.topics.all_names() == ["orders", "customer-timeline", "dead-letters"]
+    assert settings.topics.all_names() == ["customer-timeline", "dead-letters"]
+    assert settings.topics.channel_pattern == r"^channel\."
 
 
 def test_environment_overrides_config_file(tmp_path, monkeypatch):
     config = tmp_path / "hub.toml"
-    config.write_text('[kafka]\nbootstrap_servers = "kafka1:9092,kafka2:9092"\n[topics]\norders = "web-orders"\npartitions = 12\n')
+    config.write_text('[kafka]\nbootstrap_servers = "kafka1:9092,kafka2:9092"\n[topics]\ncustomer_timeline = "timeline"\npartitions = 12\n')
     monkeypatch.setenv("OMNIHUB_TOPICS__PARTITIONS", "24")
     settings = load_settings(config)
     assert settings.kafka.bootstrap_servers == "kafka1:9092,kafka2:9092"
     assert not settings.embedded_kafka
-    assert settings.topics.orders == "web-orders"
+    assert settings.topics.customer_timeline == "timeline"
     assert settings.topics.partitions == 24
 
 
