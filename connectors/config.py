@@ -149,22 +149,23 @@ class ConnectorConfig(_Strict):
 
 # --- YAML with line numbers -------------------------------------------------------------------
 
-def _node_at(root: yaml.Node | None, loc: tuple) -> yaml.Node | None:
-    """The deepest YAML node on a pydantic error location (union tags that are not keys are skipped)."""
+def _node_at(root: yaml.Node | None, loc: tuple, key: bool) -> yaml.Node | None:
+    """The deepest YAML node on a pydantic error location (union tags that are not keys are skipped);
+    with key, the last step gives the key's node instead of its value's (for unknown keys)."""
     node = root
     for part in loc:
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
             if match is None:
                 continue  # e.g. the 'file' tag of a discriminated union, or a missing key
-            node = match[1] if part != loc[-1] else match[0]
+            node = match[0] if key and part == loc[-1] else match[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
     return node
 
 
-def _where(path: Path, root: yaml.Node | None, loc: tuple) -> str:
-    node = _node_at(root, loc)
+def _where(path: Path, root: yaml.Node | None, loc: tuple, key: bool = False) -> str:
+    node = _node_at(root, loc, key)
     line = f":{node.start_mark.line + 1}" if node is not None else ""
     field = ".".join(str(part) for part in loc if part not in ("file", "webhook")) or "(top level)"
     return f"{path}{line}: {field}"
@@ -232,13 +233,13 @@ def load_connector_config(path: str | Path) -> ConnectorConfig:
     try:
         config = ConnectorConfig.model_validate(data)
     except ValidationError as error:
-        lines = [f"{_where(path, root, tuple(e['loc']))}: "
+        lines = [f"{_where(path, root, tuple(e['loc']), e['type'] == 'extra_forbidden')}: "
                  + ("unknown key (check the spelling)" if e["type"] == "extra_forbidden" else e["msg"])
                  for e in error.errors()]
         raise ConfigError(f"invalid connector config ({len(lines)} problem(s)):\n  " + "\n  ".join(lines)) from None
     problems = _check_against_schema(config)
     if problems:
-        lines = [f"{_where(path, root, loc)}: {message}" for loc, message in problems]
+        lines = [f"{_where(path, root, loc, key=True)}: {message}" for loc, message in problems]
         raise ConfigError(f"invalid connector config ({len(lines)} problem(s)):\n  " + "\n  ".join(lines))
     return config
 

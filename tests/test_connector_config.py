@@ -1,0 +1,117 @@
+"""Connector configs: the bundled five pass `check` on their samples; a wrong config is refused with
+the file, line and field named. No Kafka is touched."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connectors.config import ConfigError, bundled_configs, load_connector_config
+from connectors.runtime import Connector, sample_records
+from infra.settings import load_settings
+
+BUNDLED = {path.stem: path for path in bundled_configs()}
+
+# Each sample holds deliberately bad records; this is what each one is wrong about.
+SAMPLE_REJECTIONS = {
+    "web-orders": ["no customer identifier", "no time zone offset", "lines[0].quantity (from qty): 0 is below the minimum 1",
+                   "not valid JSON"],
+    "store-sales": ["unexpected value 'BITCOIN'", "expected 14 columns", "does not match format"],
+    "support-tickets": ["no customer identifier", "unexpected value 'fax'", "unexpected value 'escalated'"],
+    "social-messages": ["unexpected value 'retweet'", "no customer identifier", "not an epoch timestamp"],
+    "app-sessions": ["unexpected value 'windows-phone'", "is below the minimum 0"],
+}
+
+
+def test_five_channels_are_bundled_on_the_channel_pattern():
+    assert set(BUNDLED) == set(SAMPLE_REJECTIONS)
+    configs = [load_connector_config(path) for path in BUNDLED.values()]
+    assert {c.source.type for c in configs} == {"file", "webhook"}
+    assert {c.source_format for c in configs} >= {"jsonl", "csv", "json"}
+    pattern = load_settings().topics.channel_pattern
+    import re
+    assert all(re.search(pattern, c.topic) for c in configs)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_REJECTIONS))
+def test_sample_maps_and_each_bad_record_is_rejected_with_its_reason(name):
+    connector = Connector(load_settings(), "", BUNDLED[name])
+    _, records = sample_records(connector)
+    results = list(connector.preview(records))
+    accepted = [event for _, event, reason in results if reason is None]
+    reasons = [reason for _, _, reason in results if reason is not None]
+    assert len(accepted) >= 3
+    assert len(reasons) == len(SAMPLE_REJECTIONS[name])
+    for expected, reason in zip(SAMPLE_REJECTIONS[name], reasons):
+        assert expected in reason
+    for event in accepted:
+        assert event["channel"] == connector.config.channel and event["source_id"] and event["event_id"]
+    assert len({e["event_id"] for e in accepted}) == len(accepted)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "channel.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """\
+name: returns
+channel: returns
+topic: channel.returns
+source:
+  type: file
+  path: returns.jsonl
+fields:
+  event_type: {const: return}
+  source_id: return_id
+  occurred_at: at
+identifiers:
+  - {kind: email, path: email}
+"""
+
+
+def test_a_minimal_config_loads(tmp_path):
+    config = load_connector_config(write(tmp_path, GOOD))
+    assert config.source_format == "jsonl" and config.key == "source_id"
+
+
+@pytest.mark.parametrize("change, expected", [
+    (("  path: returns.jsonl\n", "  path: returns.jsonl\n  pth: x\n"), ":7: source.pth: unknown key"),
+    (("  occurred_at: at\n", "  occurred_at: {path: at, type: datetime}\n"), ":10: fields.occurred_at.type: Input should be"),
+    (("  occurred_at: at\n", "  occurred_at: {path: at, timezone: Mars/Olympus}\n"), ":10: fields.occurred_at: Value error, unknown time zone"),
+    (("  occurred_at: at\n", "  occured_at: at\n"), "fields.occured_at: not a field of schema channel_event"),
+    (("  occurred_at: at\n", ""), "fields: schema channel_event requires 'occurred_at'"),
+    (("  - {kind: email, path: email}\n", "  - {kind: fax, path: fax}\n"), ":12: identifiers.0.kind: Input should be"),
+    (("  - {kind: email, path: email}\n", "  - {kind: social_handle, path: handle}\n"), ":12: identifiers.0: Value error, a social_handle needs its platform"),
+    (("  source_id: return_id\n", "  source_id: {path: a, const: b}\n"), ":9: fields.source_id: Value error, give exactly one of path, const or join"),
+    (("  type: file\n", "  type: ftp\n"), ":5: source: Input tag 'ftp' found using 'type' does not match"),
+    (("  event_type: {const: return}\n", "  event_type: {const: return\n"), ":9: not valid YAML"),
+    (("  source_id: return_id\n", "  source_id: return_id\n  event_id: id\n"), ":10: fields.event_id: filled by the connector runtime"),
+])
+def test_a_wrong_config_names_the_line_and_field(tmp_path, change, expected):
+    old, new = change
+    assert old in GOOD
+    with pytest.raises(ConfigError) as error:
+        load_connector_config(write(tmp_path, GOOD.replace(old, new)))
+    assert expected in str(error.value)
+    assert str(tmp_path / "channel.yaml") in str(error.value)
+
+
+def test_check_command_prints_records_and_rejects_and_fails_only_when_strict(tmp_path):
+    def check(*args):
+        return subprocess.run([sys.executable, "-m", "infra.cli", "connectors", "check", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    result = check("store-sales", "--show", "1")
+    assert result.returncode == 0, result.stderr
+    assert "lines 2-3: accepted" in result.stdout and '"sku": "HDMI-2M"' in result.stdout
+    assert "line 6: REJECTED: attributes.payment_method" in result.stdout
+    assert "read 6 = accepted 3 + rejected 3" in result.stdout
+    assert check("store-sales", "--strict").returncode == 1
+
+    broken = write(tmp_path, GOOD.replace("  type: file\n", "  type: ftp\n"))
+    result = check(str(broken))
+    assert result.returncode == 1 and f"{broken}:5: source" in result.stderr and "Traceback" not in result.stderr
