@@ -244,15 +244,16 @@ class Connector:
             for topic, partitions in position.produced_from.items():
                 for partition, offset in partitions.items():  # keep the older bound until this run commits
                     high_water.setdefault(topic, {})[partition] = min(offset, high_water.get(topic, {}).get(partition, offset))
-            digest = position.head_sha256 if position.offset >= HEAD_BYTES else None
+            digested = min(position.offset, HEAD_BYTES)  # how many head bytes position.head_sha256 covers
 
             def commit(record: SourceRecord | None, clean: bool) -> None:
-                nonlocal digest
+                nonlocal digested
                 if record is not None:
                     position.offset, position.line = record.end_offset, record.end_line
-                if digest is None or position.offset < HEAD_BYTES:
-                    digest = head_digest(path, position.offset)
-                position.head_sha256, position.clean = digest, clean
+                if digested != min(position.offset, HEAD_BYTES) or not position.head_sha256:
+                    digested = min(position.offset, HEAD_BYTES)
+                    position.head_sha256 = head_digest(path, digested)
+                position.clean = clean
                 position.produced_from = {t: dict(ps) for t, ps in high_water.items()}
                 store.save(path, position)
 
