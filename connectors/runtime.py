@@ -32,6 +32,7 @@ from schemas.serde import codec
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 5000        # records per acknowledged batch and position commit
+YIELD_EVERY = 500          # records mapped between two chances for the producer to send
 ID_HEADER = "omnihub-id"   # event id (channel records) or dead-letter id: what a resumed run deduplicates on
 DEAD_LETTER_NAMESPACE = uuid.UUID("0d1e4c8a-7f3b-5a2e-9c61-6f6d6e696875")
 
@@ -273,6 +274,8 @@ class Connector:
                 report.read += 1
                 outcomes.append(await self.send(record, str(path), skip_ids))
                 last = record
+                if len(outcomes) % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # send() rarely yields: let the producer ship what is queued meanwhile
                 if len(outcomes) >= COMMIT_EVERY:
                     await self.settle(outcomes, report, high_water)
                     commit(last, clean=False)

@@ -104,6 +104,7 @@ def test_connector_killed_mid_file_resumes_without_loss_or_duplicates(settings, 
         assert process.poll() is None, process.stdout.read().decode()
         assert time.monotonic() < deadline
         time.sleep(0.005)
+    time.sleep(0.5)  # the next batch is being sent: some of it reaches Kafka uncommitted
     process.send_signal(signal.SIGKILL)
     process.wait()
     topic = topic_of(config)
@@ -117,6 +118,25 @@ def test_connector_killed_mid_file_resumes_without_loss_or_duplicates(settings, 
     assert report.resumed_at == f"line {committed}"
     assert report.already_on_kafka == on_topic_at_kill - committed
     assert len(records) == len(set(ids(records))) == total
+
+
+def test_records_of_an_interrupted_batch_are_not_sent_twice(settings, tmp_path):
+    """Deterministic version of the kill -9 case: the position says line 500 was the last commit of
+    a run that did not end cleanly, while all 2,000 records reached Kafka."""
+    config = channel_config(settings, tmp_path, "web-orders")
+    source = write_web_orders(tmp_path / "orders.jsonl", 2000)
+    asyncio.run(run_connector(settings, settings.kafka.bootstrap_servers, config, source))
+    positions = settings.data_dir / "connectors" / "web-orders.positions.json"
+    entries = json.loads(positions.read_text())
+    offset = sum(len(line) for line in source.read_bytes().splitlines(keepends=True)[:500])
+    entries[str(source)].update(offset=offset, line=500, clean=False,
+                                produced_from={topic_of(config): {str(p): 0 for p in range(settings.topics.partitions)}})
+    positions.write_text(json.dumps(entries))
+
+    report = asyncio.run(run_connector(settings, settings.kafka.bootstrap_servers, config, source))
+    assert (report.resumed_at, report.read, report.accepted, report.already_on_kafka) == ("line 500", 1500, 1500, 1500)
+    records = topic_records(settings, topic_of(config))
+    assert len(records) == len(set(ids(records))) == 2000
 
 
 def test_a_followed_file_is_read_as_it_grows_until_stopped(settings, tmp_path):
