@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_skeleton.py
 	$(PY) tests/benchmarks/bench_faust_overhead.py
+	$(PY) tests/benchmarks/bench_scenario.py
 
 run: $(STAMP)
 	$(VENV)/bin/omnihub run

@@ -54,12 +54,13 @@ def faust_rate(bootstrap: str, topic: str, out: str, mode: str, events: int) -> 
 
 
 def main() -> None:
-    from connectors.runtime import bundled_config, run_connector
+    from connectors.config import find_config, load_connector_config
+    from connectors.runtime import run_connector
     from infra.broker import EmbeddedBroker
     from infra.kafka import ensure_topics
     from infra.settings import load_settings
     from tests.benchmarks.bench_skeleton import raw_rates
-    from tests.orders_fixture import write_web_orders
+    from tests.fixtures import write_web_orders
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
@@ -70,10 +71,12 @@ def main() -> None:
         ensure_topics(bootstrap, settings.topics.all_names() + ["bench-noop-out", "bench-send-out"],
                       settings.topics.partitions, 1)
         source = write_web_orders(Path(tmp) / "orders.jsonl", args.events)
-        asyncio.run(run_connector(settings, bootstrap, bundled_config("web_orders"), source))
+        config = find_config("web-orders")
+        asyncio.run(run_connector(settings, bootstrap, config, source))
+        orders_topic = load_connector_config(config).topic
         _, raw, _ = asyncio.run(raw_rates(settings, bootstrap, args.events))
-        noop = faust_rate(bootstrap, settings.topics.orders, "bench-noop-out", "noop", args.events)
-        send = faust_rate(bootstrap, settings.topics.orders, "bench-send-out", "send", args.events)
+        noop = faust_rate(bootstrap, orders_topic, "bench-noop-out", "noop", args.events)
+        send = faust_rate(bootstrap, orders_topic, "bench-send-out", "send", args.events)
     print(f"Faust overhead on embedded tansu ({args.events:,} web orders, {settings.topics.partitions} partitions)")
     print(f"  raw aiokafka consume          {raw:>10,.0f} msg/s")
     print(f"  Faust agent, iterate only     {noop:>10,.0f} msg/s   ({noop / raw:.3f} of raw)")

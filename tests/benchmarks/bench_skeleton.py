@@ -20,21 +20,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from connectors.runtime import bundled_config, run_connector  # noqa: E402
+from connectors.config import find_config  # noqa: E402
+from connectors.runtime import Connector, run_connector  # noqa: E402
+from connectors.sources import SourceRecord  # noqa: E402
 from infra.hub import Hub  # noqa: E402
 from infra.kafka import consumer_config, ensure_topics, producer_config  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
-from schemas.models import WebOrderRecord  # noqa: E402
-from schemas.serde import codec  # noqa: E402
 from sinks.named_queries import stored_counts  # noqa: E402
-from tests.orders_fixture import web_order, write_web_orders  # noqa: E402
+from tests.fixtures import web_order, write_web_orders  # noqa: E402
 
 
 async def raw_rates(settings, bootstrap: str, messages: int) -> tuple[float, float, int]:
     topic = f"bench-raw-{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, [topic], settings.topics.partitions, settings.topics.replication_factor)
-    # A realistic value: one encoded web order.
-    value = codec("web_order").encode(WebOrderRecord.model_validate(web_order(1)).to_avro())
+    # A realistic value: one web order as the connector encodes it.
+    _, value, _ = Connector(settings, bootstrap, find_config("web-orders")).convert(SourceRecord("line 1", b"", web_order(1)))
     producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
     await producer.start()
     started = time.perf_counter()
@@ -68,7 +68,7 @@ def timeline_count(hub: Hub) -> int:
 
 
 async def end_to_end(settings, orders: int, workdir: Path) -> tuple[float, float]:
-    config = bundled_config("web_orders")
+    config = find_config("web-orders")
     async with Hub(settings) as hub:
         # Warm-up: the worker's group join and first fetches are start-up cost, not throughput.
         await run_connector(settings, hub.bootstrap, config, write_web_orders(workdir / "warmup.jsonl", 100, start=10**7))
@@ -110,7 +110,7 @@ def main() -> None:
     print(f"omnihub skeleton benchmark ({where}; {settings.topics.partitions} partitions; {size}-byte records)")
     print(f"  raw produce (aiokafka, acks=all)        {produce:>10,.0f} msg/s   ({args.messages:,} records)")
     print(f"  raw consume (aiokafka, consumer group)  {consume:>10,.0f} msg/s")
-    print(f"  connector: file -> orders topic         {connector:>10,.0f} orders/s ({args.orders:,} orders)")
+    print(f"  connector: file -> channel topic        {connector:>10,.0f} orders/s ({args.orders:,} orders)")
     print(f"  end to end: file -> ClickHouse          {e2e:>10,.0f} orders/s")
     print(f"  end-to-end / raw consume                {e2e / consume:>10.3f}")
 
