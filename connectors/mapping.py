@@ -26,6 +26,9 @@ class MappingError(ValueError):
 
 def _path_getter(path: str) -> Getter:
     parts = [int(p) if p.isdigit() else p for p in path.split(".")]
+    if len(parts) == 1 and isinstance(parts[0], str):  # the common case, kept cheap: it runs per field per record
+        key = parts[0]
+        return lambda record: record.get(key) if record.__class__ is dict else None
 
     def get(record: Any) -> Any:
         value = record
@@ -62,6 +65,8 @@ def _raw_getter(spec: ValueSpec) -> Getter:
 
 
 def _text(value: Any) -> str:
+    if value.__class__ is str:
+        return value.strip()
     if isinstance(value, (dict, list)):
         raise ValueError(f"expected a single value, got {type(value).__name__}")
     return str(value).strip()
@@ -116,7 +121,19 @@ def _coercer(spec: ValueSpec, kind: str) -> Callable[[Any], Any]:
             return to_decimal
         if spec.amount == "minor":
             return _to_int
-        return lambda value: to_minor_units(to_decimal(value), "amount")
+        separator = spec.decimal_separator
+
+        def to_minor(value: Any) -> int:
+            # Fast path for the usual "1234.50" / 1234 with integer arithmetic; Decimal for the rest.
+            if value.__class__ is int:
+                return value * 100
+            if value.__class__ is str:
+                whole, sep, fraction = value.strip().partition(separator)
+                if whole.isdigit() and len(fraction) <= 2 and (not sep or fraction.isdigit()):
+                    return int(whole) * 100 + int(fraction.ljust(2, "0") or 0)
+            return to_minor_units(to_decimal(value), "amount")
+
+        return to_minor
     if kind == "timestamp":
         return _timestamp_coercer(spec)
     if kind == "list":
@@ -237,9 +254,33 @@ def compile_value(name: str, spec: ValueSpec, field: dict | None = None) -> Call
         if spec.min is not None or spec.max is not None:
             coerce = _checked(coerce, None, spec.min, spec.max)
 
+    empty = [] if kind == "list" or spec.each is not None else None
+    plain = regex is None and values is None and default is None and spec.each is None
+
+    def missing() -> Any:
+        if required:
+            raise MappingError(f"{where}: missing")
+        return empty
+
+    if plain:  # the usual spec (a path and a coercion): the fewest steps, since it runs per field per record
+        def mapped(record: Any) -> Any:
+            value = raw(record)
+            if value is None or (value.__class__ is str and (value in nulls or (
+                    (not value or value[0].isspace() or value[-1].isspace()) and value.strip() in nulls))):
+                return missing()
+            try:
+                return coerce(value)
+            except MappingError:
+                raise
+            except ValueError as error:
+                raise MappingError(f"{where}: {error}") from None
+
+        return mapped
+
     def mapped(record: Any) -> Any:
         value = raw(record)
-        if isinstance(value, str) and value.strip() in nulls:
+        if value.__class__ is str and (value in nulls or ((not value or value[0].isspace() or value[-1].isspace())
+                                                          and value.strip() in nulls)):
             value = None
         if value is not None and regex is not None:
             match = regex.search(_text(value))
@@ -252,9 +293,7 @@ def compile_value(name: str, spec: ValueSpec, field: dict | None = None) -> Call
         if value is None:
             value = default
         if value is None or (spec.each is not None and value == [] and required):
-            if required:
-                raise MappingError(f"{where}: missing")
-            return [] if kind == "list" or spec.each is not None else None
+            return missing()
         try:
             return coerce(value)
         except MappingError:

@@ -75,3 +75,12 @@ def test_confluent_framing_with_a_registry():
             codec("dead_letter").decode(data)
     finally:
         server.shutdown()
+
+
+def test_event_ids_are_uuid5_of_channel_and_source_id():
+    import uuid
+
+    from schemas.models import EVENT_NAMESPACE, event_id
+
+    for channel, source_id in [("web", "W-1"), ("store", "PAR-01:R-88001"), ("social", "facebook:fb_1 é")]:
+        assert event_id(channel, source_id) == str(uuid.uuid5(EVENT_NAMESPACE, f"{channel}:{source_id}"))
