@@ -17,7 +17,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Container, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -73,6 +73,7 @@ class Outcome:
     record: SourceRecord
     reason: str | None
     future: asyncio.Future | None = None  # the broker's acknowledgement
+    record_id: str = ""                   # event id, or dead-letter id
 
 
 class Connector:
@@ -133,7 +134,7 @@ class Connector:
             await self.producer.stop()
             self.producer = None
 
-    async def send(self, record: SourceRecord, source: str, skip_ids: set[str] = frozenset()) -> Outcome:
+    async def send(self, record: SourceRecord, source: str, skip_ids: Container[str] = frozenset()) -> Outcome:
         """Map and send one record (or its dead letter); await outcome.future for the acknowledgement."""
         try:
             key, value, record_id = self.convert(record)
@@ -149,9 +150,9 @@ class Connector:
             headers = [("connector", self.config.name.encode()), ("source", source.encode()),
                        ("position", record.position.encode()), ("error", reason[:500].encode())]
         if record_id in skip_ids:
-            return Outcome(record, reason)  # already on Kafka: sent by the run that was interrupted
+            return Outcome(record, reason, None, record_id)  # already on Kafka: sent before (interrupted run, client retry)
         future = await self.producer.send(topic, value, key=key, headers=headers + [(ID_HEADER, record_id.encode())])
-        return Outcome(record, reason, future)
+        return Outcome(record, reason, future, record_id)
 
     async def settle(self, outcomes: list[Outcome], report: RunReport | None, high_water: dict[str, dict[str, int]]) -> None:
         """Wait for every acknowledgement (a failed send raises: the run stops and its position is not

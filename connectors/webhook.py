@@ -8,6 +8,10 @@ Answers:
   413 above max_body_bytes;
 - 503 when Kafka did not acknowledge: nothing is counted, and resending is safe because event ids
   are deterministic (the same record gets the same id, which consumers deduplicate on).
+
+A record resent after it was acknowledged (a client retrying after a timeout) is answered as
+accepted and not published again, as long as its id is among the last RECENT_IDS ones; the window
+is saved on a clean stop and loaded at start, so only a crashed webhook forgets it.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import json
 import logging
 import os
 import uuid
+from collections import OrderedDict
+from pathlib import Path
 
 from aiohttp import web
 from kafka.errors import KafkaError as SyncKafkaError
@@ -27,6 +33,8 @@ from connectors.runtime import Connector, RunReport
 from connectors.sources import SourceRecord
 
 log = logging.getLogger(__name__)
+
+RECENT_IDS = 100_000
 
 
 def parse_body(body: bytes, content_type: str, request_id: str) -> list[SourceRecord]:
@@ -68,6 +76,8 @@ class Webhook:
                 raise ValueError(f"connector {connector.config.name}: environment variable {source.token_env} "
                                  "(source.token_env) is not set")
         self.report = RunReport(connector.config.name, "")
+        self.recent_file = Path(connector.settings.data_dir) / "connectors" / f"{connector.config.name}.webhook-ids.json"
+        self.recent: OrderedDict[str, None] = OrderedDict()
         self.runner: web.AppRunner | None = None
         self.lock = asyncio.Lock()  # one request's records settle before the next: counts stay exact
 
@@ -77,6 +87,8 @@ class Webhook:
         return f"http://{host}:{port}{self.source.path}"
 
     async def start(self) -> "Webhook":
+        if self.recent_file.is_file():
+            self.recent = OrderedDict.fromkeys(json.loads(self.recent_file.read_text()))
         await self.connector.start()
         app = web.Application(client_max_size=self.source.max_body_bytes)
         app.router.add_post(self.source.path, self.handle)
@@ -92,11 +104,13 @@ class Webhook:
         if self.runner is not None:
             await self.runner.cleanup()
         await self.connector.stop()
+        self.recent_file.parent.mkdir(parents=True, exist_ok=True)
+        self.recent_file.write_text(json.dumps(list(self.recent)))
 
     async def health(self, request: web.Request) -> web.Response:
         r = self.report
         return web.json_response({"connector": r.connector, "read": r.read, "accepted": r.accepted,
-                                  "rejected": r.rejected, "reconciles": r.reconciles})
+                                  "rejected": r.rejected, "resent": r.already_on_kafka, "reconciles": r.reconciles})
 
     async def handle(self, request: web.Request) -> web.Response:
         if self.token is not None:
@@ -109,8 +123,13 @@ class Webhook:
         batch = RunReport(self.report.connector, self.report.source)
         async with self.lock:
             try:
-                outcomes = [await self.connector.send(record, self.report.source) for record in records]
+                outcomes = [await self.connector.send(record, self.report.source, self.recent) for record in records]
                 await self.connector.settle(outcomes, batch, {})
+                for outcome in outcomes:
+                    self.recent[outcome.record_id] = None
+                    self.recent.move_to_end(outcome.record_id)
+                while len(self.recent) > RECENT_IDS:
+                    self.recent.popitem(last=False)
             except (KafkaError, SyncKafkaError, asyncio.TimeoutError) as error:
                 log.warning("%s: request %s not acknowledged by Kafka: %s", self.report.connector, request_id, error)
                 return web.json_response({"request_id": request_id, "error": f"Kafka did not acknowledge: {error}; "
@@ -118,6 +137,7 @@ class Webhook:
             self.report.read += len(records)
             self.report.accepted += batch.accepted
             self.report.rejected += batch.rejected
+            self.report.already_on_kafka += batch.already_on_kafka
             for reason, n in batch.reasons.items():
                 self.report.reasons[reason] = self.report.reasons.get(reason, 0) + n
         rejected = [{"index": i, "position": o.record.position, "reason": o.reason}

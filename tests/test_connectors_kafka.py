@@ -187,24 +187,30 @@ def test_webhook_answers_after_kafka_and_rejects_with_reasons(settings, tmp_path
                            content_type="application/x-ndjson")
                 await post("{not json", {"X-Request-Id": "r4"})
                 await post(json.dumps(session), {"Authorization": "Bearer wrong"})
+                await post(json.dumps(session), {"X-Request-Id": "r5"})  # a client retry of an acknowledged record
                 async with http.get(webhook.address.rsplit("/", 2)[0] + "/health") as response:
                     health = await response.json()
+                await webhook.stop()
+                # restarted: a retry of what the last process acknowledged is still recognised
+                webhook = await Webhook(Connector(settings, settings.kafka.bootstrap_servers, config)).start()
+                await post(json.dumps([session | {"session_id": "S-2"}, session | {"session_id": "S-6"}]), {"X-Request-Id": "r6"})
         finally:
             await webhook.stop()
         return answers, health
 
     answers, health = asyncio.run(scenario())
     statuses = [status for status, _ in answers]
-    assert statuses == [200, 422, 200, 400, 401]
+    assert statuses == [200, 422, 200, 400, 401, 200, 200]
     assert answers[1][1]["accepted"] == 2
     assert answers[1][1]["rejected"] == [{"index": 1, "position": "request r2 item 1",
                                           "reason": "attributes.screens (from screens): -2 is below the minimum 0"}]
     assert "not valid JSON" in answers[3][1]["rejected"][0]["reason"]
-    assert health == {"connector": "app-sessions", "read": 7, "accepted": 5, "rejected": 2, "reconciles": True}
+    assert health == {"connector": "app-sessions", "read": 8, "accepted": 6, "rejected": 2, "resent": 1, "reconciles": True}
+    assert answers[5][1]["accepted"] == 1 and answers[6][1]["accepted"] == 2
 
     topic = topic_of(config)
     sessions = [codec("channel_event").decode(r.value)["source_id"] for r in topic_records(settings, topic)]
-    assert sorted(sessions) == ["S-1", "S-2", "S-3", "S-4", "S-5"]  # S-1 once: the 401 resend was refused
+    assert sorted(sessions) == ["S-1", "S-2", "S-3", "S-4", "S-5", "S-6"]  # each once, resends and restart included
     letters = [codec("dead_letter").decode(r.value) for r in topic_records(settings, settings.topics.dead_letters, "app-sessions")]
     assert sorted(letter["position"] for letter in letters) == ["request r2 item 1", "request r4"]
     assert [l["raw"] for l in letters if l["position"] == "request r4"] == [b"{not json"]
