@@ -17,7 +17,6 @@ from schemas.models import event_id, to_minor_units
 from schemas.serde import schema_json
 
 Getter = Callable[[Any], Any]
-MISSING = None
 
 
 class MappingError(ValueError):
@@ -257,31 +256,31 @@ def compile_value(name: str, spec: ValueSpec, field: dict | None = None) -> Call
     empty = [] if kind == "list" or spec.each is not None else None
     plain = regex is None and values is None and default is None and spec.each is None
 
-    def missing() -> Any:
-        if required:
-            raise MappingError(f"{where}: missing")
-        return empty
+    def convert(value: Any) -> Any:
+        if value is None:
+            if required:
+                raise MappingError(f"{where}: missing")
+            return empty
+        try:
+            return coerce(value)
+        except MappingError:
+            raise
+        except ValueError as error:
+            raise MappingError(f"{where}: {error}") from None
 
-    if plain:  # the usual spec (a path and a coercion): the fewest steps, since it runs per field per record
-        def mapped(record: Any) -> Any:
-            value = raw(record)
-            if value is None or (value.__class__ is str and (value in nulls or (
-                    (not value or value[0].isspace() or value[-1].isspace()) and value.strip() in nulls))):
-                return missing()
-            try:
-                return coerce(value)
-            except MappingError:
-                raise
-            except ValueError as error:
-                raise MappingError(f"{where}: {error}") from None
-
-        return mapped
-
-    def mapped(record: Any) -> Any:
+    def read(record: Any) -> Any:
+        """The raw value, None for a null value (blank, or one of null_values)."""
         value = raw(record)
         if value.__class__ is str and (value in nulls or ((not value or value[0].isspace() or value[-1].isspace())
                                                           and value.strip() in nulls)):
-            value = None
+            return None
+        return value
+
+    if plain:  # the usual spec (a path and a coercion): the fewest steps, since it runs per field per record
+        return lambda record: convert(read(record))
+
+    def mapped(record: Any) -> Any:
+        value = read(record)
         if value is not None and regex is not None:
             match = regex.search(_text(value))
             value = (match.group(1) if match.groups() else match.group(0)) if match else None
@@ -292,14 +291,9 @@ def compile_value(name: str, spec: ValueSpec, field: dict | None = None) -> Call
             value = values[key]
         if value is None:
             value = default
-        if value is None or (spec.each is not None and value == [] and required):
-            return missing()
-        try:
-            return coerce(value)
-        except MappingError:
-            raise
-        except ValueError as error:
-            raise MappingError(f"{where}: {error}") from None
+        if spec.each is not None and value == [] and required:
+            value = None  # an empty list where items are required is missing
+        return convert(value)
 
     return mapped
 

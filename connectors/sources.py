@@ -114,7 +114,7 @@ def read_csv(path: Path, start_offset: int = 0, start_line: int = 0, encoding: s
             group.clear()
 
         while True:
-            row_start_offset, row_start_line = lines.offset, lines.line_number
+            row_start_line = lines.line_number
             try:
                 row = next(reader)
             except StopIteration:
