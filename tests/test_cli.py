@@ -69,3 +69,19 @@ def test_run_then_connector_and_query_from_other_processes(settings, tmp_path):
     assert hub.returncode == 0, output
     assert "hub stopped" in output
     assert not state_file.exists()
+
+
+def test_generate_then_load_every_channel_with_counts_reconciling(settings, tmp_path):
+    env = child_environment(settings, settings.kafka.bootstrap_servers)
+    out = tmp_path / "scenario"
+    generated = omnihub("generate", "--out", str(out), "--events", "3000", "--customers", "300", env=env)
+    assert generated.returncode == 0, generated.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    # the bundled configs publish to channel.* topics, which no other test uses
+    loaded = omnihub("connectors", "run", "--all", "--source-dir", str(out), env=env, timeout=180)
+    assert loaded.returncode == 0, loaded.stderr
+    for name, expected in manifest["channels"].items():
+        assert (f"{name}: read {expected['records']} = accepted {expected['valid']} + rejected {expected['malformed']} "
+                f"(reconciled) from {out / expected['file']}") in loaded.stdout
+    again = omnihub("connectors", "run", "--all", "--source-dir", str(out), env=env, timeout=180)
+    assert again.stdout.count(": read 0 = accepted 0 + rejected 0 (reconciled)") == 5, again.stdout
