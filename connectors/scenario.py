@@ -101,7 +101,8 @@ class Scenario:
         rng = self.rng
         first, last = rng.choice(FIRST), rng.choice(LAST)
         email = f"{first}.{last}{i}@{rng.choice(DOMAINS)}"
-        phone = f"33{rng.choice('67')}{i * 7919 % 100_000_000:08d}"  # distinct per person, deterministic
+        # distinct per person, deterministic, and a valid French mobile number (06 1x.. to 06 8x..)
+        phone = f"336{rng.choice('1245678')}{i * 7919 % 10_000_000:07d}"
         person = Person(id=f"P{i:07d}", first=first, last=last, email=email, phone=phone,
                         account=f"A-{i:07d}" if rng.random() < 0.7 else None,
                         loyalty=f"LC-{i:08d}" if rng.random() < 0.5 else None,
