@@ -252,7 +252,8 @@ class Scenario:
                       "created_time": int(moment.timestamp())}
             return _dumps(record), ""
         platform = rng.choice(platforms)
-        text = rng.choice(SOCIAL_TEXTS).format(order=rng.choice(person.orders) if person.orders else "W-00000000")
+        templates = SOCIAL_TEXTS if person.orders else [t for t in SOCIAL_TEXTS if "{order}" not in t]
+        text = rng.choice(templates).format(order=rng.choice(person.orders) if person.orders else "")
         record = {"id": f"{platform[:2]}_{n + 1}", "platform": platform,
                   "type": rng.choices(["post", "comment", "dm"], weights=[5, 3, 2])[0],
                   "author": {"handle": person.handles[platform], "name": f"{person.first.title()} {person.last[0].upper()}."},

@@ -62,7 +62,7 @@ def normalize(kind: str, value: str, platform: str | None, default_region: str) 
         return normalize_phone(value, default_region)
     if kind == "social_handle":
         return normalize_handle(value, platform)
-    if kind in ("loyalty_id", "web_account", "store_terminal"):
+    if kind in ("loyalty_id", "web_account", "store_terminal", "order", "order_mention"):
         text = value.strip().upper()
         if not text:
             raise ValueError(f"empty {kind}")

@@ -1,0 +1,287 @@
+"""Incremental identity resolution: which customer each event belongs to, as a union-find over
+shared strong identifiers, kept in mappings (Faust tables in the worker, dicts in tests).
+
+Mappings (values are plain JSON, replaced rather than mutated, because a Faust table writes its
+changelog only on assignment):
+- owners:    identifier key ("email:a@b.c")  -> customer id that owns it
+- clusters:  customer id -> {"identifiers": [...], "seq": n, "version": n, "separated": [...]}
+- aliases:   absorbed customer id -> the id that absorbed it (every id ever issued stays resolvable)
+- sightings: identifier key -> distinct customer ids it was seen with (to spot shared identifiers)
+- events:    event id -> customer id (a redelivered event changes nothing)
+- meta:      "seq" -> next cluster sequence number
+
+Wrong merges are worse than missed ones, so every merge passes guards: blocked placeholder values
+never match, an identifier seen with more than `shared_after` distinct customers is demoted to
+shared and stops matching, two different values of an exclusive kind (loyalty card, web account)
+never end up in one customer, separated customers (after a split) stay apart, and a merge may not
+make a customer larger than `max_identifiers`. Refusals and demotions become warnings.
+
+Customer ids are UUIDv5 of the first identifier seen, and the surviving id of a merge is the older
+customer, so replaying the same events in the same order gives the same ids.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import MutableMapping
+
+from streams.identifiers import Identifier, normalize_all
+
+CUSTOMER_NAMESPACE = uuid.UUID("2b7d3f4e-9c1a-5e8b-a0f2-6f6d6e696875")
+# Strongest first: the identifier that decides whose event it is when signals disagree.
+PRIORITY = ("loyalty_id", "web_account", "email", "phone", "social_handle", "order")
+# An order belongs to whoever placed it, but is not one of their identifiers (no cap, no split).
+UNLISTED_KINDS = ("order",)
+# A ticket or message naming an order number ("order_mention") joins the order's customer when
+# nothing stronger says otherwise, and claims an order not seen yet (the order event then joins
+# them), but a mention never merges two customers already known apart.
+MENTION_KIND = "order_mention"
+
+
+def event_identifiers(event: dict) -> list[dict]:
+    """The identifiers a channel event offers for matching: those its connector mapped, plus the
+    order it is (a web order) or names (a ticket or message about an order)."""
+    identifiers = list(event["identifiers"])
+    if event["channel"] == "web" and event["event_type"] == "order":
+        identifiers.append({"kind": "order", "value": event["source_id"], "platform": None})
+    if event.get("related_order_id"):
+        identifiers.append({"kind": "order_mention", "value": event["related_order_id"], "platform": None})
+    return identifiers
+
+
+@dataclass
+class IdentityRules:
+    default_region: str = "FR"
+    blocked_values: tuple[str, ...] = ("none@none.com", "noemail@noemail.com", "test@test.com", "anonymous", "null",
+                                       "none", "n/a", "0000000000", "+33000000000", "1234567890")
+    matching_kinds: tuple[str, ...] = PRIORITY            # store terminals are context, never a match
+    exclusive_kinds: tuple[str, ...] = ("loyalty_id", "web_account")
+    shared_after: int = 3
+    max_identifiers: int = 50
+
+
+@dataclass
+class Merge:
+    action: str            # merge | split
+    surviving_id: str
+    absorbed_id: str       # for a split: the new customer
+    identifier: str        # what linked them (merge) or what was moved (split)
+    event_id: str | None
+    version: int
+
+
+@dataclass
+class Resolution:
+    customer_id: str
+    identifiers: list[Identifier]
+    duplicate: bool = False
+    merges: list[Merge] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)   # (identifier key or "", reason)
+    changed: set[str] = field(default_factory=set)                   # customer ids whose cluster changed
+    absorbed: set[str] = field(default_factory=set)
+
+
+def customer_id_for(key: str, salt: str = "") -> str:
+    return str(uuid.uuid5(CUSTOMER_NAMESPACE, key + salt))
+
+
+class IdentityGraph:
+    def __init__(self, rules: IdentityRules, owners: MutableMapping, clusters: MutableMapping, aliases: MutableMapping,
+                 sightings: MutableMapping, events: MutableMapping, meta: MutableMapping):
+        self.rules = rules
+        self.owners, self.clusters, self.aliases = owners, clusters, aliases
+        self.sightings, self.events, self.meta = sightings, events, meta
+        self.blocked = {v.lower() for v in rules.blocked_values}
+        self.rank = {kind: i for i, kind in enumerate(PRIORITY)}
+
+    # --- lookups ----------------------------------------------------------------------------
+
+    def current(self, customer_id: str) -> str:
+        """The id a customer id resolves to now, through any merges."""
+        seen = 0
+        while customer_id in self.aliases:
+            customer_id = self.aliases[customer_id]
+            seen += 1
+            if seen > 10_000:
+                raise RuntimeError("alias cycle")
+        return customer_id
+
+    def owner(self, key: str) -> str | None:
+        owner = self.owners.get(key)
+        return None if owner is None else self.current(owner)
+
+    def is_shared(self, key: str) -> bool:
+        entry = self.sightings.get(key)
+        return bool(entry and entry.get("shared"))
+
+    # --- resolution -------------------------------------------------------------------------
+
+    def resolve(self, event_id: str, raw_identifiers: list[dict]) -> Resolution:
+        known = self.events.get(event_id)
+        if known is not None:
+            return Resolution(self.current(known), [], duplicate=True)
+        identifiers, dropped = normalize_all(raw_identifiers, self.rules.default_region, self.blocked)
+        own_orders = {i.key for i in identifiers if i.kind == "order"}
+        mentions = {f"order:{i.value}" for i in identifiers if i.kind == MENTION_KIND} - own_orders
+        identifiers = [Identifier("order", i.value) if i.kind == MENTION_KIND else i for i in identifiers]
+        identifiers = list(dict.fromkeys(identifiers))
+        result = Resolution("", identifiers)
+        result.warnings.extend(("", reason) for reason in dropped)
+        matching = sorted((i for i in identifiers if i.kind in self.rules.matching_kinds and not self.is_shared(i.key)),
+                          key=lambda i: self.rank.get(i.kind, len(PRIORITY)))
+        if not matching:  # anonymous: nothing to match on, a customer of its own
+            result.customer_id = customer_id_for(f"event:{event_id}")
+            self.events[event_id] = result.customer_id
+            return result
+        # Whose event is it: the owner of its strongest identifier; if that one is new, the owner of a
+        # weaker one it does not conflict with (a second email of a known phone); else a new customer.
+        strongest = matching[0]
+        target = self.owner(strongest.key)
+        if target is None:
+            for identifier in matching[1:]:
+                owner = self.owner(identifier.key)
+                if owner is not None and self._attach_refusal(owner, strongest) is None:
+                    target = owner
+                    self._attach(target, strongest)
+                    break
+            else:
+                target = self._new_cluster(strongest)
+            result.changed.add(target)
+        for identifier in matching:
+            owner = self.owner(identifier.key)
+            if owner == target:
+                continue
+            if identifier.key in mentions and owner is not None:
+                result.warnings.append((identifier.key, f"names an order of {owner} but the event is {target}'s: "
+                                                        "a mention does not merge customers"))
+                continue
+            if owner is None:
+                reason = self._attach_refusal(target, identifier)
+                if reason is None:
+                    self._attach(target, identifier)
+                    result.changed.add(target)
+                else:
+                    result.warnings.append((identifier.key, reason))
+                continue
+            reason = self._merge_refusal(target, owner)
+            if reason is not None:
+                result.warnings.append((identifier.key, f"merge of {target} and {owner} refused: {reason}"))
+                continue
+            survivor, absorbed = self._merge(target, owner)
+            version = self.clusters[survivor]["version"]
+            result.merges.append(Merge("merge", survivor, absorbed, identifier.key, event_id, version))
+            result.changed.add(survivor)
+            result.absorbed.add(absorbed)
+            result.changed.discard(absorbed)
+            target = survivor
+        result.customer_id = target
+        for identifier in matching:
+            self._sight(identifier, target, result)
+        self.events[event_id] = target
+        return result
+
+    def _new_cluster(self, first: Identifier) -> str:
+        customer_id = customer_id_for(first.key)
+        salt = 0
+        while customer_id in self.clusters or customer_id in self.aliases:  # the identifier was split off or demoted before
+            salt += 1
+            customer_id = customer_id_for(first.key, f"#{salt}")
+        seq = self.meta.get("seq", 0)
+        self.meta["seq"] = seq + 1
+        self.clusters[customer_id] = {"identifiers": [], "seq": seq, "version": 1, "separated": []}
+        self._attach(customer_id, first)
+        return customer_id
+
+    def _attach(self, customer_id: str, identifier: Identifier) -> None:
+        if identifier.kind in UNLISTED_KINDS:
+            self.owners[identifier.key] = customer_id
+            return
+        cluster = dict(self.clusters[customer_id])
+        cluster["identifiers"] = cluster["identifiers"] + [identifier.key]
+        self.clusters[customer_id] = cluster
+        self.owners[identifier.key] = customer_id
+
+    def _exclusive_values(self, cluster: dict) -> dict[str, str]:
+        values = {}
+        for key in cluster["identifiers"]:
+            kind = key.split(":", 1)[0]
+            if kind in self.rules.exclusive_kinds:
+                values[kind] = key
+        return values
+
+    def _attach_refusal(self, customer_id: str, identifier: Identifier) -> str | None:
+        cluster = self.clusters[customer_id]
+        if identifier.kind in self.rules.exclusive_kinds:
+            existing = self._exclusive_values(cluster).get(identifier.kind)
+            if existing is not None and existing != identifier.key:
+                return f"customer {customer_id} already has {existing}; a customer has one {identifier.kind}"
+        if identifier.kind not in UNLISTED_KINDS and len(cluster["identifiers"]) + 1 > self.rules.max_identifiers:
+            return f"customer {customer_id} would exceed {self.rules.max_identifiers} identifiers"
+        return None
+
+    def _merge_refusal(self, a: str, b: str) -> str | None:
+        ca, cb = self.clusters[a], self.clusters[b]
+        if b in ca.get("separated", []) or a in cb.get("separated", []):
+            return "they were split apart by an operator"
+        va, vb = self._exclusive_values(ca), self._exclusive_values(cb)
+        for kind in set(va) & set(vb):
+            if va[kind] != vb[kind]:
+                return f"conflicting {kind} ({va[kind]} vs {vb[kind]})"
+        size = len(ca["identifiers"]) + len(cb["identifiers"])
+        if size > self.rules.max_identifiers:
+            return f"the merged customer would have {size} identifiers (cap {self.rules.max_identifiers})"
+        return None
+
+    def _merge(self, a: str, b: str) -> tuple[str, str]:
+        ca, cb = self.clusters[a], self.clusters[b]
+        survivor, absorbed = (a, b) if ca["seq"] <= cb["seq"] else (b, a)
+        kept, gone = self.clusters[survivor], self.clusters[absorbed]
+        for key in gone["identifiers"]:
+            self.owners[key] = survivor
+        self.clusters[survivor] = {"identifiers": kept["identifiers"] + gone["identifiers"], "seq": kept["seq"],
+                                   "version": kept["version"] + 1,
+                                   "separated": sorted(set(kept.get("separated", [])) | set(gone.get("separated", [])))}
+        del self.clusters[absorbed]
+        self.aliases[absorbed] = survivor
+        return survivor, absorbed
+
+    def _sight(self, identifier: Identifier, customer_id: str, result: Resolution) -> None:
+        """Count the distinct customers an identifier is seen with; past the limit it is shared."""
+        entry = self.sightings.get(identifier.key) or {"customers": [], "shared": False}
+        customers = {self.current(c) for c in entry["customers"]}
+        if customer_id in customers or entry["shared"]:
+            return
+        customers.add(customer_id)
+        shared = len(customers) > self.rules.shared_after
+        self.sightings[identifier.key] = {"customers": sorted(customers), "shared": shared}
+        if shared:
+            result.warnings.append((identifier.key, f"seen with {len(customers)} different customers "
+                                                    f"(more than {self.rules.shared_after}): treated as shared, no longer matches"))
+
+    # --- operator commands --------------------------------------------------------------------
+
+    def split(self, customer_id: str, identifier_keys: list[str], reason: str) -> Resolution:
+        """Move identifiers out of a customer into a new one that will not be merged back."""
+        customer_id = self.current(customer_id)
+        cluster = self.clusters.get(customer_id)
+        if cluster is None:
+            raise ValueError(f"no customer {customer_id}")
+        moving = [key for key in identifier_keys if key in cluster["identifiers"]]
+        missing = sorted(set(identifier_keys) - set(moving))
+        if missing or not moving:
+            raise ValueError(f"customer {customer_id} does not have {', '.join(missing) or 'those identifiers'}")
+        if len(moving) == len(cluster["identifiers"]):
+            raise ValueError("a split must leave at least one identifier with the customer")
+        kind, _, value = moving[0].partition(":")
+        new_id = self._new_cluster(Identifier(kind, value))
+        for key in moving[1:]:
+            self._attach(new_id, Identifier(*key.split(":", 1)))
+        remaining = [key for key in cluster["identifiers"] if key not in moving]
+        self.clusters[customer_id] = {**cluster, "identifiers": remaining, "version": cluster["version"] + 1,
+                                      "separated": sorted(set(cluster.get("separated", [])) | {new_id})}
+        self.clusters[new_id] = {**self.clusters[new_id], "separated": [customer_id]}
+        result = Resolution(customer_id, [], merges=[Merge("split", customer_id, new_id, ",".join(moving), None,
+                                                           cluster["version"] + 1)])
+        result.warnings.append((moving[0], f"split from {customer_id} into {new_id}: {reason}"))
+        result.changed.update({customer_id, new_id})
+        return result
