@@ -97,3 +97,37 @@ async def read_topic(settings: Settings, bootstrap: str, topic: str, idle_second
                 records.extend(messages)
     finally:
         await consumer.stop()
+
+
+async def fetched_end_offsets(bootstrap: str, reported: dict, timeout: float = 10.0) -> dict:
+    """End offsets taken from fetch responses' high watermark, which tansu reports correctly while its
+    ListOffsets answer (what end_offsets() returns) can be too low (infra/quirks/end_offsets.py).
+
+    reported maps TopicPartition -> the end offset ListOffsets gave; it is only ever too low, so the
+    fetch starts one record before it. A partition reported empty is empty."""
+    import time as _time
+
+    from aiokafka import AIOKafkaConsumer
+
+    partitions = [tp for tp, end in reported.items() if end]
+    if not partitions:
+        return dict(reported)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    ends: dict = {}
+    try:
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, reported[tp] - 1)
+        deadline = _time.monotonic() + timeout
+        while len(ends) < len(partitions) and _time.monotonic() < deadline:
+            await consumer.getmany(timeout_ms=200, max_records=1)
+            for tp in partitions:
+                if tp not in ends and consumer.highwater(tp) is not None:
+                    ends[tp] = consumer.highwater(tp)
+    finally:
+        await consumer.stop()
+    missing = [tp for tp in partitions if tp not in ends]
+    if missing:
+        raise RuntimeError(f"no fetch answered for {missing} within {timeout} s: cannot know where they end")
+    return {tp: max(end, ends.get(tp, end)) for tp, end in reported.items()}

@@ -77,12 +77,17 @@ class TopicSettings(_Section):
     channel_pattern: str = Field(default=r"^channel\.", description="regex of the channel topics streams/ reads; "
                                  "connectors name their topic channel.<name>, so a new channel needs no other setting")
     customer_timeline: str = "customer-timeline"
+    customer_profiles: str = "customer-profiles"
+    identity_merges: str = "identity-merges"
+    identity_warnings: str = "identity-warnings"
+    identity_commands: str = "identity-commands"
     dead_letters: str = "dead-letters"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
     def all_names(self) -> list[str]:
-        return [self.customer_timeline, self.dead_letters]
+        return [self.customer_timeline, self.customer_profiles, self.identity_merges, self.identity_warnings,
+                self.identity_commands, self.dead_letters]
 
     @field_validator("channel_pattern")
     @classmethod
@@ -98,6 +103,18 @@ class TopicSettings(_Section):
 
 class StreamSettings(_Section):
     app_id: str = "omnihub"
+
+
+class IdentitySettings(_Section):
+    default_region: str = Field(default="FR", pattern=r"^[A-Z]{2}$", description="phone numbers written without a country code are from here")
+    blocked_values: list[str] = Field(default=["none@none.com", "noemail@noemail.com", "test@test.com", "anonymous", "null",
+                                               "none", "n/a", "0000000000", "1234567890"],
+                                      description="placeholders that never match (compared case-insensitively, raw and normalized)")
+    shared_after: int = Field(default=3, ge=1, description="an identifier seen with more distinct customers than this is shared and stops matching")
+    max_identifiers: int = Field(default=50, ge=2, description="a merge may not give a customer more identifiers than this")
+    exclusive_kinds: list[str] = Field(default=["loyalty_id", "web_account"], description="a customer has at most one value of each")
+    repurchase_days: int = Field(default=30, ge=1)
+    best_customer_share: float = Field(default=0.05, gt=0, le=1, description="best customers: this top share by 12-month revenue")
 
 
 class SinkSettings(_Section):
@@ -120,6 +137,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     topics: TopicSettings = TopicSettings()
     streams: StreamSettings = StreamSettings()
+    identity: IdentitySettings = IdentitySettings()
     sink: SinkSettings = SinkSettings()
     schemas: SchemaSettings = SchemaSettings()
 

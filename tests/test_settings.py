@@ -14,7 +14,8 @@ def clean_env(monkeypatch, tmp_path):
 def test_defaults_mean_embedded_servers():
     settings = load_settings()
     assert settings.embedded_kafka and settings.embedded_clickhouse
-    assert settings.topics.all_names() == ["customer-timeline", "dead-letters"]
+    assert settings.topics.all_names() == ["customer-timeline", "customer-profiles", "identity-merges", "identity-warnings",
+                                           "identity-commands", "dead-letters"]
     assert settings.topics.channel_pattern == r"^channel\."
 
 
