@@ -1,0 +1,120 @@
+"""Identity resolution rules on hand-made events: merges, every guard, splits, redelivery."""
+from __future__ import annotations
+
+import pytest
+
+from streams.identifiers import normalize_email, normalize_phone
+from streams.identity import IdentityGraph, IdentityRules, customer_id_for, event_identifiers
+
+
+def graph(**rules) -> IdentityGraph:
+    return IdentityGraph(IdentityRules(**rules), {}, {}, {}, {}, {}, {})
+
+
+def ids(*pairs: tuple[str, str]) -> list[dict]:
+    return [{"kind": kind, "value": value, "platform": "facebook" if kind == "social_handle" else None}
+            for kind, value in pairs]
+
+
+def test_normalization_makes_one_person_s_identifiers_equal():
+    assert normalize_email(" Alice.Martin@Example.COM ") == "alice.martin@example.com"
+    assert normalize_email("a.l.i.c.e+promo@googlemail.com") == "alice@gmail.com"   # dots and tags only where safe
+    assert normalize_email("a.lice+x@example.com") == "a.lice+x@example.com"
+    forms = ["06 12 34 56 78", "0612345678", "+33 6 12 34 56 78", "+33612345678", "0033612345678"]
+    assert {normalize_phone(f, "FR") for f in forms} == {"+33612345678"}
+    for bad in ("0000000000", "12", "phone"):
+        with pytest.raises(ValueError):
+            normalize_phone(bad, "FR")
+
+
+def test_a_shared_identifier_merges_and_the_older_id_survives():
+    g = graph()
+    first = g.resolve("e1", ids(("email", "Alice@x.com"))).customer_id
+    assert first == customer_id_for("email:alice@x.com")
+    second = g.resolve("e2", ids(("phone", "0612345678"))).customer_id
+    linking = g.resolve("e3", ids(("email", " alice@X.com"), ("phone", "+33 6 12 34 56 78")))
+    assert linking.customer_id == first
+    [merge] = linking.merges
+    assert (merge.surviving_id, merge.absorbed_id, merge.identifier, merge.event_id) == (first, second, "phone:+33612345678", "e3")
+    assert g.current(second) == first            # every id ever issued still resolves
+    assert g.resolve("e4", ids(("phone", "0612345678"))).customer_id == first
+
+
+def test_placeholders_and_invalid_values_never_match():
+    g = graph()
+    a = g.resolve("e1", ids(("email", "none@none.com"), ("phone", "0000000000"), ("web_account", "A-1")))
+    b = g.resolve("e2", ids(("email", "NONE@none.com"), ("phone", "0000000000"), ("web_account", "A-2")))
+    assert a.customer_id != b.customer_id and not b.merges
+    reasons = " | ".join(reason for _, reason in b.warnings)
+    assert "blocked placeholder" in reasons and "not a valid phone number" in reasons
+
+
+def test_store_terminals_are_context_not_identity():
+    g = graph()
+    customers = {g.resolve(f"e{i}", ids(("loyalty_id", f"LC-{i}"), ("store_terminal", "PAR-01:T3"))).customer_id
+                 for i in range(20)}
+    assert len(customers) == 20
+
+
+def test_conflicting_loyalty_cards_refuse_the_merge_and_the_phone_becomes_shared():
+    g = graph(shared_after=2)
+    family = [g.resolve(f"e{i}", ids(("loyalty_id", f"LC-{i}"), ("phone", "0612345678"))) for i in range(4)]
+    assert len({r.customer_id for r in family}) == 4                      # never fused
+    assert any("conflicting loyalty_id" in reason for r in family for _, reason in r.warnings)
+    assert any("treated as shared" in reason for r in family for _, reason in r.warnings)
+    assert g.is_shared("phone:+33612345678")
+    # a shared phone no longer pulls anyone in
+    assert g.resolve("e9", ids(("phone", "0612345678"), ("email", "x@y.z"))).customer_id == customer_id_for("email:x@y.z")
+
+
+def test_a_merge_that_would_exceed_the_cap_is_refused():
+    g = graph(max_identifiers=3)
+    a = g.resolve("e1", ids(("email", "a@x.com"), ("phone", "0611111111"))).customer_id
+    b = g.resolve("e2", ids(("email", "b@x.com"), ("phone", "0622222222"))).customer_id
+    result = g.resolve("e3", ids(("email", "a@x.com"), ("email", "b@x.com")))
+    assert result.customer_id == a and not result.merges and g.current(b) == b
+    assert any("cap 3" in reason for _, reason in result.warnings)
+
+
+def test_an_order_mention_joins_the_buyer_but_never_merges_two_known_customers():
+    g = graph()
+    buyer = g.resolve("o1", event_identifiers({"channel": "web", "event_type": "order", "source_id": "W-1",
+                                                "identifiers": ids(("email", "a@x.com"))})).customer_id
+    post = g.resolve("s1", event_identifiers({"channel": "social", "event_type": "social_post", "source_id": "fb:1",
+                                               "related_order_id": "W-1", "identifiers": ids(("social_handle", "al"))}))
+    assert post.customer_id == buyer and not post.merges
+    other = g.resolve("s2", ids(("social_handle", "bob"))).customer_id
+    again = g.resolve("s3", event_identifiers({"channel": "social", "event_type": "social_post", "source_id": "fb:3",
+                                                "related_order_id": "W-1", "identifiers": ids(("social_handle", "bob"))}))
+    assert again.customer_id == other and not again.merges
+    assert any("does not merge" in reason for _, reason in again.warnings)
+
+
+def test_split_separates_for_good_and_redelivery_changes_nothing():
+    g = graph()
+    a = g.resolve("e1", ids(("email", "a@x.com"), ("phone", "0612345678"))).customer_id
+    g.resolve("e2", ids(("email", "b@x.com"), ("phone", "0612345678")))   # a family phone fused two people
+    assert set(g.clusters[a]["identifiers"]) == {"email:a@x.com", "phone:+33612345678", "email:b@x.com"}
+    split = g.split(a, ["email:b@x.com"], "wrong merge: a family phone")
+    [event] = split.merges
+    new = event.absorbed_id
+    assert (event.action, event.surviving_id) == ("split", a) and g.owner("email:b@x.com") == new
+    again = g.resolve("e3", ids(("email", "b@x.com"), ("phone", "0612345678")))
+    assert again.customer_id == new and not again.merges                 # kept apart
+    assert any("split apart by an operator" in reason for _, reason in again.warnings)
+    before = {name: dict(table) for name, table in (("owners", g.owners), ("clusters", g.clusters), ("sightings", g.sightings))}
+    repeat = g.resolve("e3", ids(("email", "b@x.com"), ("phone", "0612345678")))
+    assert repeat.duplicate and repeat.customer_id == new and not repeat.merges and not repeat.warnings
+    assert before == {name: dict(table) for name, table in (("owners", g.owners), ("clusters", g.clusters), ("sightings", g.sightings))}
+    with pytest.raises(ValueError, match="does not have"):
+        g.split(a, ["email:nobody@x.com"], "typo")
+
+
+def test_replaying_the_same_events_gives_the_same_ids():
+    events = [("e1", ids(("email", "a@x.com"))), ("e2", ids(("phone", "0612345678"))),
+              ("e3", ids(("email", "a@x.com"), ("phone", "0612345678"))), ("e4", ids(("web_account", "A-1"), ("email", "a@x.com")))]
+    runs = []
+    for _ in range(2):
+        g = graph()
+        runs.append([g.resolve(e, i).customer_id for e, i in events])
+    assert runs[0] == runs[1] and len(set(runs[0][2:])) == 1
