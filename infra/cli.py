@@ -346,6 +346,34 @@ def query(ctx: click.Context, sql: str, params: tuple[str, ...]) -> None:
 
 
 @cli.group()
+def identity() -> None:
+    """Identity resolution commands (sent to the Faust worker through the identity-commands topic)."""
+
+
+@identity.command("split")
+@click.argument("customer_id")
+@click.option("--identifier", "identifiers", multiple=True, required=True,
+              help="kind:value to move to a new customer, as in identity-merges (repeatable), e.g. email:b@x.com")
+@click.option("--reason", required=True, help="why: kept in identity-warnings")
+@click.pass_context
+def identity_split(ctx: click.Context, customer_id: str, identifiers: tuple[str, ...], reason: str) -> None:
+    """Undo a wrong merge: move identifiers off CUSTOMER_ID to a new customer that will not be merged back."""
+    from kafka import KafkaProducer
+
+    settings = _settings(ctx)
+    for identifier in identifiers:
+        if ":" not in identifier:
+            raise click.UsageError(f"--identifier {identifier!r}: expected kind:value")
+    command = {"command": "split", "customer_id": customer_id, "identifiers": list(identifiers), "reason": reason}
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(settings), acks="all")
+    try:
+        producer.send(settings.topics.identity_commands, json.dumps(command).encode(), key=customer_id.encode()).get(timeout=30)
+    finally:
+        producer.close()
+    click.echo(f"split sent to {settings.topics.identity_commands}; the result appears on {settings.topics.identity_merges}")
+
+
+@cli.group()
 def topics() -> None:
     """Kafka topics."""
 
@@ -359,7 +387,8 @@ def topics_create(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     created = ensure_topics(_bootstrap(settings), settings.topics.all_names() + channel_topics(settings),
-                            settings.topics.partitions, settings.topics.replication_factor)
+                            settings.topics.partitions, settings.topics.replication_factor,
+                            (settings.topics.customer_profiles,))
     click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 

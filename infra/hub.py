@@ -94,7 +94,7 @@ class Hub:
             self.broker = EmbeddedBroker(Path(s.data_dir) / "logs", s.kafka.embedded_storage)
             await asyncio.to_thread(self.broker.start)
         await asyncio.to_thread(ensure_topics, self.bootstrap, s.topics.all_names() + channel_topics(s),
-                                s.topics.partitions, s.topics.replication_factor)
+                                s.topics.partitions, s.topics.replication_factor, (s.topics.customer_profiles,))
         self.client = LockedClient(await asyncio.to_thread(open_client, s))
         applied = await asyncio.to_thread(migrate, self.client)
         if applied:

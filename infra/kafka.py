@@ -43,7 +43,8 @@ def consumer_config(settings: Settings, bootstrap: str, group_id: str | None) ->
     )
 
 
-def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication_factor: int) -> list[str]:
+def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication_factor: int,
+                  compacted: tuple[str, ...] = ()) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created.
 
     Explicit creation matters: tansu auto-creates unknown topics with 4 partitions, which then
@@ -55,7 +56,8 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication
         created: list[str] = []
         for name in missing:
             try:
-                admin.create_topics([NewTopic(name, partitions, replication_factor)])
+                configs = {"cleanup.policy": "compact"} if name in compacted else {}
+                admin.create_topics([NewTopic(name, partitions, replication_factor, topic_configs=configs)])
                 created.append(name)
             except TopicAlreadyExistsError:  # created concurrently by another component
                 pass
