@@ -4,6 +4,8 @@ import asyncio
 
 import pytest
 
+from aiokafka import TopicPartition
+
 from infra.kafka import ensure_topics, read_topic
 from infra.quirks import reproductions as quirks
 
@@ -68,3 +70,31 @@ def test_auto_created_topics_get_four_partitions_so_topics_are_created_explicitl
             await producer.stop()
 
     assert asyncio.run(partitions()) == [3] * len(settings.topics.all_names())
+
+
+def test_fetch_responses_report_the_true_end_which_table_recovery_uses(settings, kafka_bootstrap):
+    """Faust recovers tables up to the changelogs' end offsets; streams/app.py takes them from fetch
+    responses' high watermark (infra.kafka.fetched_end_offsets), which tansu reports correctly."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from infra.kafka import fetched_end_offsets
+
+    topic_name = f"quirk-hw-{settings.streams.app_id}"
+    ensure_topics(kafka_bootstrap, [topic_name], 2, 1)
+
+    async def scenario():
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False, linger_ms=100)
+        await producer.start()
+        await asyncio.gather(*[await producer.send(topic_name, b"x", partition=0) for _ in range(25)])
+        await producer.stop()
+        partitions = [TopicPartition(topic_name, 0), TopicPartition(topic_name, 1)]
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+        await consumer.start()
+        reported = await consumer.end_offsets(partitions)
+        await consumer.stop()
+        return reported, await fetched_end_offsets(kafka_bootstrap, reported)
+
+    reported, fetched = asyncio.run(scenario())
+    p0, p1 = (TopicPartition(topic_name, 0), TopicPartition(topic_name, 1))
+    assert reported[p0] < 25                      # the quirk
+    assert (fetched[p0], fetched[p1]) == (25, 0)  # the workaround
