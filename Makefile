@@ -24,6 +24,8 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_skeleton.py
 	$(PY) tests/benchmarks/bench_faust_overhead.py
 	$(PY) tests/benchmarks/bench_scenario.py
+	$(PY) tests/benchmarks/bench_identity.py
+	$(PY) tests/benchmarks/eval_identity.py
 
 run: $(STAMP)
 	$(VENV)/bin/omnihub run
