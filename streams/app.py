@@ -32,6 +32,7 @@ from infra.settings import Settings
 from schemas.models import dead_letter
 from schemas.serde import codec
 from streams import profiles as profile_state
+from streams.batch_state import BatchState
 from streams.identifiers import normalize_all
 from streams.identity import IdentityGraph, IdentityRules, Resolution, event_identifiers
 
@@ -105,9 +106,13 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         return app.Table(name, default=None, partitions=topics.partitions, use_partitioner=True)
 
     rules = identity_rules(settings)
-    graph = IdentityGraph(rules, table("identity-owners"), table("identity-clusters"), table("identity-aliases"),
-                          table("identity-sightings"), table("identity-events"), table("identity-meta"))
-    profiles = table("customer-profile-state")
+    profile_table = table("customer-profile-state")
+    # Write-back views, flushed once per batch: one changelog record per key touched, not per change.
+    views = [BatchState(table(name)) for name in ("identity-owners", "identity-clusters", "identity-aliases",
+                                                  "identity-sightings", "identity-events", "identity-meta")]
+    profiles = BatchState(profile_table)
+    views.append(profiles)
+    graph = IdentityGraph(rules, *views[:6])
     blocked = {v.lower() for v in rules.blocked_values}
     codecs = {name: codec(name, registry, topic) for name, topic in (
         ("channel_event", None), ("timeline_event", topics.customer_timeline), ("identity_merge", topics.identity_merges),
@@ -204,6 +209,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     sends.append((topics.customer_profiles, customer_id.encode(), record))
             for customer_id in sorted(absorbed):
                 sends.append((topics.customer_profiles, customer_id.encode(), None))  # tombstone: merged away
+            for view in views:
+                view.flush()
             kafka = await producer()
             futures = [await kafka.send(topic, value, key=key) for topic, key, value in sends]
             await asyncio.gather(*futures)
@@ -215,7 +222,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.timer(interval=30.0)
     async def best_customer_threshold():
         """The 12-month revenue that puts a customer in the best-customer segment, from all profiles."""
-        revenues = sorted((profile_state.revenue_12_months(p) for p in profiles.values() if p), reverse=True)
+        revenues = sorted((profile_state.revenue_12_months(p) for p in profile_table.values() if p), reverse=True)
         revenues = [r for r in revenues if r > 0]
         if revenues:
             index = max(0, int(len(revenues) * settings.identity.best_customer_share) - 1)
