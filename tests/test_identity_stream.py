@@ -3,7 +3,6 @@ splits, redelivery, late events, and kill -9 with tables recovered from their ch
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time

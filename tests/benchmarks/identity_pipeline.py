@@ -2,7 +2,6 @@
 connectors into an embedded broker, then resolved by a Faust worker process, timed."""
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
