@@ -110,7 +110,9 @@ class IdentitySettings(_Section):
     blocked_values: list[str] = Field(default=["none@none.com", "noemail@noemail.com", "test@test.com", "anonymous", "null",
                                                "none", "n/a", "0000000000", "1234567890"],
                                       description="placeholders that never match (compared case-insensitively, raw and normalized)")
-    shared_after: int = Field(default=3, ge=1, description="an identifier seen with more distinct customers than this is shared and stops matching")
+    shared_after: int = Field(default=3, ge=1, description="an identifier seen with more distinct customers than this "
+                              "within shared_window_days is shared and stops matching")
+    shared_window_days: int = Field(default=90, ge=1)
     max_identifiers: int = Field(default=50, ge=2, description="a merge may not give a customer more identifiers than this")
     exclusive_kinds: list[str] = Field(default=["loyalty_id", "web_account"], description="a customer has at most one value of each")
     repurchase_days: int = Field(default=30, ge=1)

@@ -68,6 +68,7 @@ def identity_rules(settings: Settings) -> IdentityRules:
     s = settings.identity
     return IdentityRules(default_region=s.default_region, blocked_values=tuple(s.blocked_values),
                          exclusive_kinds=tuple(s.exclusive_kinds), shared_after=s.shared_after,
+                         shared_window_days=s.shared_window_days,
                          max_identifiers=s.max_identifiers)
 
 
@@ -148,7 +149,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         absorbed |= result.absorbed
 
     def handle_event(event: dict, sends: list, changed: set, absorbed: set) -> None:
-        result = graph.resolve(event["event_id"], event_identifiers(event))
+        result = graph.resolve(event["event_id"], event_identifiers(event), profile_state.millis(event["occurred_at"]))
         customer_id = result.customer_id
         if not result.duplicate:  # a redelivered event changes no state
             publish_changes(result, sends, changed, absorbed)

@@ -6,7 +6,7 @@ changelog only on assignment):
 - owners:    identifier key ("email:a@b.c")  -> customer id that owns it
 - clusters:  customer id -> {"identifiers": [...], "seq": n, "version": n, "separated": [...]}
 - aliases:   absorbed customer id -> the id that absorbed it (every id ever issued stays resolvable)
-- sightings: identifier key -> distinct customer ids it was seen with (to spot shared identifiers)
+- sightings: identifier key -> customer ids it was seen with, and when (to spot shared identifiers)
 - events:    event id -> customer id (a redelivered event changes nothing)
 - meta:      "seq" -> next cluster sequence number
 
@@ -57,6 +57,7 @@ class IdentityRules:
     matching_kinds: tuple[str, ...] = PRIORITY            # store terminals are context, never a match
     exclusive_kinds: tuple[str, ...] = ("loyalty_id", "web_account")
     shared_after: int = 3
+    shared_window_days: int = 90
     max_identifiers: int = 50
 
 
@@ -116,7 +117,8 @@ class IdentityGraph:
 
     # --- resolution -------------------------------------------------------------------------
 
-    def resolve(self, event_id: str, raw_identifiers: list[dict]) -> Resolution:
+    def resolve(self, event_id: str, raw_identifiers: list[dict], at: int | None = None) -> Resolution:
+        """The customer of an event; at (epoch ms) is when it happened, for the shared-identifier window."""
         known = self.events.get(event_id)
         if known is not None:
             return Resolution(self.current(known), [], duplicate=True)
@@ -176,7 +178,7 @@ class IdentityGraph:
             target = survivor
         result.customer_id = target
         for identifier in matching:
-            self._sight(identifier, target, result)
+            self._sight(identifier, target, at, result)
         self.events[event_id] = target
         return result
 
@@ -245,18 +247,28 @@ class IdentityGraph:
         self.aliases[absorbed] = survivor
         return survivor, absorbed
 
-    def _sight(self, identifier: Identifier, customer_id: str, result: Resolution) -> None:
-        """Count the distinct customers an identifier is seen with; past the limit it is shared."""
-        entry = self.sightings.get(identifier.key) or {"customers": [], "shared": False}
-        customers = {self.current(c) for c in entry["customers"]}
-        if customer_id in customers or entry["shared"]:
+    def _sight(self, identifier: Identifier, customer_id: str, at: int | None, result: Resolution) -> None:
+        """Count the distinct customers an identifier was seen with in the last shared_window_days;
+        past shared_after it is shared for good (a store terminal, a family phone)."""
+        entry = self.sightings.get(identifier.key) or {"seen": {}, "shared": False}
+        if entry["shared"]:
             return
-        customers.add(customer_id)
-        shared = len(customers) > self.rules.shared_after
-        self.sightings[identifier.key] = {"customers": sorted(customers), "shared": shared}
+        at = at or 0
+        window = self.rules.shared_window_days * 86_400_000
+        seen: dict[str, int] = {}
+        for customer, when in entry["seen"].items():
+            current = self.current(customer)
+            if abs(at - when) <= window:
+                seen[current] = max(when, seen.get(current, when))
+        if customer_id in seen and seen[customer_id] >= at:
+            return
+        seen[customer_id] = max(at, seen.get(customer_id, at))
+        shared = len(seen) > self.rules.shared_after
+        self.sightings[identifier.key] = {"seen": seen, "shared": shared}
         if shared:
-            result.warnings.append((identifier.key, f"seen with {len(customers)} different customers "
-                                                    f"(more than {self.rules.shared_after}): treated as shared, no longer matches"))
+            result.warnings.append((identifier.key, f"seen with {len(seen)} different customers within "
+                                                    f"{self.rules.shared_window_days} days (more than "
+                                                    f"{self.rules.shared_after}): treated as shared, no longer matches"))
 
     # --- operator commands --------------------------------------------------------------------
 

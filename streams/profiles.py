@@ -32,14 +32,14 @@ def empty(customer_id: str) -> dict:
             "sentiment_sum": 0.0, "sentiment_count": 0, "merged_ids": []}
 
 
-def _millis(moment) -> int:
+def millis(moment) -> int:
     return moment if isinstance(moment, int) else int(moment.timestamp() * 1000)
 
 
 def fold(profile: dict, event: dict) -> dict:
     """The profile with one more event (a new dict)."""
     p = dict(profile)
-    at = _millis(event["occurred_at"])
+    at = millis(event["occurred_at"])
     p["first_seen"] = at if p["first_seen"] is None else min(p["first_seen"], at)
     p["last_seen"] = at if p["last_seen"] is None else max(p["last_seen"], at)
     p["events"] += 1

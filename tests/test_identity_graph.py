@@ -118,3 +118,13 @@ def test_replaying_the_same_events_gives_the_same_ids():
         g = graph()
         runs.append([g.resolve(e, i).customer_id for e, i in events])
     assert runs[0] == runs[1] and len(set(runs[0][2:])) == 1
+
+
+def test_sightings_outside_the_window_do_not_make_an_identifier_shared():
+    day = 86_400_000
+    g = graph(shared_after=1, shared_window_days=30)
+    g.resolve("e1", ids(("loyalty_id", "LC-1"), ("phone", "0612345678")), at=0)
+    g.resolve("e2", ids(("loyalty_id", "LC-2"), ("phone", "0612345678")), at=60 * day)   # a new owner of the number
+    assert not g.is_shared("phone:+33612345678")
+    g.resolve("e3", ids(("loyalty_id", "LC-3"), ("phone", "0612345678")), at=61 * day)
+    assert g.is_shared("phone:+33612345678")

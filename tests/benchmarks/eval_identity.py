@@ -100,7 +100,7 @@ def resolve_offline(events: list[dict]) -> tuple[dict[str, str], dict]:
     graph = IdentityGraph(IdentityRules(), {}, {}, {}, {}, {}, {})
     assignments, warnings = {}, Counter()
     for event in sorted(events, key=lambda e: e["occurred_at"]):
-        result = graph.resolve(event["event_id"], event_identifiers(event))
+        result = graph.resolve(event["event_id"], event_identifiers(event), int(event["occurred_at"].timestamp() * 1000))
         assignments[event["event_id"]] = result.customer_id
         for _, reason in result.warnings:
             warnings[reason.split(":")[0][:60]] += 1
