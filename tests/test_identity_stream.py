@@ -153,8 +153,14 @@ def test_worker_killed_mid_stream_recovers_its_tables(settings, tmp_path):
         return customer_id
 
     customers_of = defaultdict(set)
+    records_of = defaultdict(set)
     for _, record in timeline:
         customers_of[person_of[record["event_id"]]].add(current(record["customer_id"]))
+        records_of[record["event_id"]].add(current(record["customer_id"]))
+    assert set(records_of) == set(person_of)                                # no event lost
+    # Redelivered records (at-least-once) carry the same event id and, through the merges, the same customer:
+    # a consumer deduplicating on the event id sees each event once.
+    assert all(len(customers) == 1 for customers in records_of.values())
     assert all(len(ids) == 1 for ids in customers_of.values()), "a person ended up with two customers"
     assert len({next(iter(ids)) for ids in customers_of.values()}) == people
     latest = latest_profiles(profiles)
