@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 TIMELINE_COLUMNS = ["event_id", "event_time", "channel", "event_type", "customer_id", "source_id", "amount_minor",
                     "currency", "payload_json", "kafka_topic", "kafka_partition", "kafka_offset"]
 DEAD_LETTER_COLUMNS = ["component", "source", "position", "error", "raw", "rejected_at"]
+IDENTITY_MAP_COLUMNS = ["customer_id", "current_id", "version", "merge_event", "identifier"]
 
 
 @dataclass
@@ -30,6 +31,7 @@ class SinkStats:
     batches: int = 0
     timeline_rows: int = 0
     dead_letter_rows: int = 0
+    identity_map_rows: int = 0
     insert_failures: int = 0
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -44,12 +46,17 @@ class ClickHouseSink:
         registry = settings.schemas.registry_url
         self.timeline_codec = codec("timeline_event", registry, settings.topics.customer_timeline)
         self.dead_letter_codec = codec("dead_letter", registry, settings.topics.dead_letters)
+        self.merge_codec = codec("identity_merge", registry, settings.topics.identity_merges)
 
-    def _rows(self, messages) -> tuple[list[list], list[list]]:
-        timeline, dead = [], []
+    def _rows(self, messages) -> tuple[list[list], list[list], list[dict]]:
+        timeline, dead, merges = [], [], []
         for message in messages:
             try:
-                if message.topic == self.settings.topics.dead_letters:
+                if message.topic == self.settings.topics.identity_merges:
+                    merge = self.merge_codec.decode(message.value)
+                    if merge["action"] == "merge":  # a split re-keys nothing already published
+                        merges.append(merge)
+                elif message.topic == self.settings.topics.dead_letters:
                     letter = self.dead_letter_codec.decode(message.value)
                     dead.append([letter[column] for column in DEAD_LETTER_COLUMNS])
                 else:
@@ -61,26 +68,44 @@ class ClickHouseSink:
                 letter = dead_letter(f"sink:{message.topic}", message.topic,
                                      f"partition {message.partition} offset {message.offset}", error, message.value)
                 dead.append([letter[column] for column in DEAD_LETTER_COLUMNS])
-        return timeline, dead
+        return timeline, dead, merges
 
-    def _insert(self, timeline: list[list], dead: list[list]) -> None:
+    def _identity_map_rows(self, merges: list[dict]) -> list[list]:
+        """absorbed -> surviving for each merge, and every id that meant the absorbed one now means the
+        survivor too (transitive), so a query needs one lookup. Replays write the same rows again."""
+        rows = []
+        for merge in merges:
+            version = int(merge["at"].timestamp() * 1000)
+            earlier = self.client.query("SELECT customer_id FROM identity_map FINAL WHERE current_id = {id:String}",
+                                        parameters={"id": merge["absorbed_id"]}).result_rows
+            for customer_id in [merge["absorbed_id"]] + [row[0] for row in earlier]:
+                rows.append([customer_id, merge["surviving_id"], version, merge["event_id"], merge["identifier"]])
+        return rows
+
+    def _insert(self, timeline: list[list], dead: list[list], merges: list[dict]) -> int:
         if timeline:
             self.client.insert("timeline_events", timeline, column_names=TIMELINE_COLUMNS)
         if dead:
             self.client.insert("dead_letters", dead, column_names=DEAD_LETTER_COLUMNS)
+        mapped = 0
+        for merge in merges:  # one at a time: a merge may re-key what the previous one wrote
+            rows = self._identity_map_rows([merge])
+            self.client.insert("identity_map", rows, column_names=IDENTITY_MAP_COLUMNS)
+            mapped += len(rows)
+        return mapped
 
-    async def _insert_with_retry(self, timeline: list[list], dead: list[list], stop: asyncio.Event) -> bool:
+    async def _insert_with_retry(self, timeline: list[list], dead: list[list], merges: list[dict],
+                                 stop: asyncio.Event) -> int | None:
         delay = self.settings.sink.retry_initial_seconds
         while True:
             try:
-                await asyncio.to_thread(self._insert, timeline, dead)
-                return True
+                return await asyncio.to_thread(self._insert, timeline, dead, merges)
             except Exception as error:
                 self.stats.insert_failures += 1
                 self.stats.last_error = str(error)
                 log.warning("ClickHouse insert failed (%s); retrying in %.1fs", error, delay)
                 if stop.is_set():
-                    return False  # not committed: the batch is replayed on the next start
+                    return None  # not committed: the batch is replayed on the next start
                 try:
                     await asyncio.wait_for(stop.wait(), delay)
                 except asyncio.TimeoutError:
@@ -88,7 +113,8 @@ class ClickHouseSink:
                 delay = min(delay * 2, self.settings.sink.retry_max_seconds)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> SinkStats:
-        topics = [self.settings.topics.customer_timeline, self.settings.topics.dead_letters]
+        topics = [self.settings.topics.customer_timeline, self.settings.topics.dead_letters,
+                  self.settings.topics.identity_merges]
         consumer = AIOKafkaConsumer(*topics, **consumer_config(self.settings, self.bootstrap, self.settings.sink.group_id))
         await consumer.start()
         if ready is not None:
@@ -108,13 +134,15 @@ class ClickHouseSink:
                         messages.extend(partition_messages)
                 if not messages:
                     continue
-                timeline, dead = self._rows(messages)
-                if not await self._insert_with_retry(timeline, dead, stop):
+                timeline, dead, merges = self._rows(messages)
+                mapped = await self._insert_with_retry(timeline, dead, merges, stop)
+                if mapped is None:
                     break
                 await consumer.commit()
                 self.stats.batches += 1
                 self.stats.timeline_rows += len(timeline)
                 self.stats.dead_letter_rows += len(dead)
+                self.stats.identity_map_rows += mapped
         finally:
             await consumer.stop()
         return self.stats

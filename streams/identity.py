@@ -260,8 +260,8 @@ class IdentityGraph:
             current = self.current(customer)
             if abs(at - when) <= window:
                 seen[current] = max(when, seen.get(current, when))
-        if customer_id in seen and seen[customer_id] >= at:
-            return
+        if customer_id in seen and at - seen[customer_id] < window // 2:
+            return  # known and recent enough: no write (each write is a changelog record)
         seen[customer_id] = max(at, seen.get(customer_id, at))
         shared = len(seen) > self.rules.shared_after
         self.sightings[identifier.key] = {"seen": seen, "shared": shared}

@@ -94,9 +94,18 @@ def test_merge_refusal_redelivery_late_event_and_split(settings, tmp_path):
             merges = await read(settings, hub, settings.topics.identity_merges, "identity_merge")
             warnings = await read(settings, hub, settings.topics.identity_warnings, "identity_warning")
             profiles = await read(settings, hub, settings.topics.customer_profiles, "customer_profile")
-            return timeline, merges, warnings, profiles
+            deadline = time.monotonic() + 60
+            query = "SELECT source_id, customer_id, published_customer_id FROM timeline_current ORDER BY source_id"
+            while len(rows := hub.client.query(query).result_rows) < 5 or \
+                    not hub.client.query("SELECT count() FROM identity_map").result_rows[0][0]:
+                assert time.monotonic() < deadline, rows
+                await asyncio.sleep(0.5)
+            return timeline, merges, warnings, profiles, {r[0]: r[1:] for r in rows}
 
-    timeline, merges, warnings, profiles = asyncio.run(scenario())
+    timeline, merges, warnings, profiles, in_clickhouse = asyncio.run(scenario())
+    # ClickHouse re-keys history through the merge at query time: R-1 was published under its own id
+    assert in_clickhouse["R-1"] == (alice, card) and in_clickhouse["W-1"] == (alice, alice)
+    assert len(in_clickhouse) == 5  # W-1 delivered twice, one row
     by_source = defaultdict(set)
     for _, record in timeline:
         by_source[record["source_id"]].add(record["customer_id"])
