@@ -317,14 +317,8 @@ def clickhouse_migrate(ctx: click.Context) -> None:
     click.echo(f"applied: {', '.join(applied)}" if applied else "up to date")
 
 
-@cli.command()
-@click.argument("sql")
-@click.option("--param", "params", multiple=True, help="name=value for {name:Type} placeholders")
-@click.pass_context
-def query(ctx: click.Context, sql: str, params: tuple[str, ...]) -> None:
-    """Run a read-only SQL query and print the result as a table."""
-    settings = _settings(ctx)
-    parameters = dict(p.split("=", 1) for p in params)
+def _read_only_query(settings: Settings, sql: str, parameters: dict) -> tuple[list[str], list]:
+    """(columns, rows) of a read-only query: through a running hub when it owns embedded chDB, else direct."""
     query_url = _hub_state(settings).get("query_url") if settings.embedded_clickhouse else None
     if query_url:  # a running hub owns the embedded folder: ask it
         request = urllib.request.Request(query_url + "/query", data=json.dumps({"sql": sql, "parameters": parameters}).encode(),
@@ -334,15 +328,57 @@ def query(ctx: click.Context, sql: str, params: tuple[str, ...]) -> None:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as error:
             raise click.ClickException(json.loads(error.read()).get("error", str(error))) from None
-        _print_table(answer["columns"], answer["rows"])
-        return
+        return answer["columns"], answer["rows"]
     from infra.clickhouse import open_client
 
     try:
         result = open_client(settings, create_database=False).query(sql, parameters=parameters or None, settings={"readonly": 1})
     except Exception as error:
         raise click.ClickException(str(error)) from None
-    _print_table(list(result.column_names), result.result_rows)
+    return list(result.column_names), result.result_rows
+
+
+def _parameters(params: tuple[str, ...]) -> dict:
+    for param in params:
+        if "=" not in param:
+            raise click.UsageError(f"--param {param!r}: expected name=value")
+    return dict(p.split("=", 1) for p in params)
+
+
+@cli.command()
+@click.argument("sql_or_name")
+@click.option("--param", "params", multiple=True, help="name=value for {name:Type} placeholders")
+@click.pass_context
+def query(ctx: click.Context, sql_or_name: str, params: tuple[str, ...]) -> None:
+    """Run a named query (sinks/sql/queries/NAME.sql, e.g. purchasing_sku_demand) or read-only SQL,
+    and print the result as a table."""
+    from sinks.named_queries import named_query, query_names
+
+    sql = named_query(sql_or_name) if sql_or_name in query_names() else sql_or_name
+    _print_table(*_read_only_query(_settings(ctx), sql, _parameters(params)))
+
+
+@cli.command()
+@click.argument("department")
+@click.option("--param", "params", multiple=True, help="name=value, e.g. campaign=tv-best24 (used by the queries that need it)")
+@click.pass_context
+def report(ctx: click.Context, department: str, params: tuple[str, ...]) -> None:
+    """Run every named query of a department (marketing, it, purchasing, operations, service, finance, kpis)."""
+    from sinks.named_queries import named_query, query_names, query_parameters, query_title
+
+    names = [name for name in query_names() if name.split("_", 1)[0] == department]
+    if not names:
+        departments = sorted({name.split("_", 1)[0] for name in query_names() if "_" in name})
+        raise click.UsageError(f"no queries for {department!r}; departments: {', '.join(departments)}")
+    given = _parameters(params)
+    for name in names:
+        missing = sorted(query_parameters(name) - set(given))
+        click.echo(f"\n== {name}: {query_title(name)}")
+        if missing:
+            click.echo(f"(skipped: needs --param {' --param '.join(m + '=...' for m in missing)})")
+            continue
+        wanted = {key: value for key, value in given.items() if key in query_parameters(name)}
+        _print_table(*_read_only_query(_settings(ctx), named_query(name), wanted))
 
 
 @cli.group()

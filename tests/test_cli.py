@@ -61,6 +61,11 @@ def test_run_then_connector_and_query_from_other_processes(settings, tmp_path):
                 break
             assert time.monotonic() < deadline, result.stdout
             time.sleep(0.5)
+        named = omnihub("query", "operations_orders_per_hour", env=env)
+        assert named.returncode == 0 and "web_orders" in named.stdout, named.stderr
+        report = omnihub("report", "purchasing", env=env)
+        assert report.returncode == 0 and "(skipped: needs --param campaign=...)" in report.stdout, report.stderr
+        assert omnihub("report", "astrology", env=env).returncode == 2
         refused = omnihub("query", "DROP TABLE timeline_events", env=env)
         assert refused.returncode != 0 and "readonly" in refused.stderr.lower()
     finally:

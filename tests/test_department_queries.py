@@ -1,0 +1,109 @@
+"""Department queries (sinks/sql/queries) on the real ClickHouse engine, against a small fixture whose
+numbers are worked out by hand in the comments."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from infra.clickhouse import open_client
+from sinks.clickhouse_sink import TIMELINE_COLUMNS
+from sinks.migrate import migrate
+from sinks.named_queries import named_query
+
+pytestmark = pytest.mark.integration
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=timezone.utc)
+
+
+def line(sku, quantity, price, cost):
+    return {"sku": sku, "quantity": quantity, "unit_price_minor": price, "unit_cost_minor": cost}
+
+
+def row(event_id, when, channel, event_type, customer, amount, payload):
+    return [event_id, when, channel, event_type, customer, event_id, amount, "EUR" if amount else None,
+            json.dumps(payload), "fixture", 0, 0]
+
+
+FIXTURE = [
+    # before the campaign: A x1 at 100.00 (cost 60.00), shipping 5.00
+    row("W-1", at(19, 10), "web", "order", "C1", 10_000, {"lines": [line("A", 1, 10_000, 6_000)], "shipping_cost_minor": 500}),
+    # during, with the code: A x2 at 100.00 (cost 2 x 60.00), paid 170.00, shipping 10.00
+    row("W-2", at(20, 20, 50), "web", "order", "C1", 17_000,
+        {"lines": [line("A", 2, 10_000, 6_000)], "shipping_cost_minor": 1_000, "campaign": "BEST24"}),
+    # during, in store, no code: B x5 at 10.00 (cost 4.00)
+    row("R-1", at(20, 21, 10), "store", "receipt", "C2", 5_000, {"lines": [line("B", 5, 1_000, 400)]}),
+    # during, with the code: B x1 at 10.00 (cost 4.00) + C x1 at 80.00 (cost 50.00), paid 90.00, shipping 7.00
+    row("W-3", at(20, 21, 30), "web", "order", "C2", 9_000,
+        {"lines": [line("B", 1, 1_000, 400), line("C", 1, 8_000, 5_000)], "shipping_cost_minor": 700, "campaign": "BEST24"}),
+    row("T-1", at(20, 22), "support", "ticket_update", "C1", None, {"status": "open", "related_order_id": "W-2"}),
+]
+
+
+@pytest.fixture
+def client(settings):
+    client = open_client(settings)
+    migrate(client)
+    client.insert("timeline_events", FIXTURE, column_names=TIMELINE_COLUMNS)
+    client.insert("timeline_events", FIXTURE[1:2], column_names=TIMELINE_COLUMNS)  # a redelivery changes nothing
+    client.insert("campaigns", [["tv-best24", "TV promotion", at(20, 0), at(21, 0), "best_customers", ["tv", "web"],
+                                 "BEST24", 100_000, "EUR", 5000]],
+                  column_names=["campaign_id", "name", "starts_at", "ends_at", "audience_segment", "channels",
+                                "discount_code", "media_cost_minor", "currency", "expected_extra_visitors"])
+    # C2 turned out to be C1
+    client.insert("identity_map", [["C2", "C1", 1, "e", "email:x"]],
+                  column_names=["customer_id", "current_id", "version", "merge_event", "identifier"])
+    return client
+
+
+def run(client, name, **parameters):
+    result = client.query(named_query(name), parameters=parameters or None)
+    return [dict(zip(result.column_names, r)) for r in result.result_rows]
+
+
+def test_purchasing_demand_per_sku_before_and_during_the_campaign(client):
+    rows = run(client, "purchasing_sku_demand", campaign="tv-best24")
+    got = {r["sku"]: (r["units_before"], r["units_during"], r["web_units_during"], r["store_units_during"], r["revenue_during"])
+           for r in rows}
+    assert got == {"A": (1, 2, 2, 0, Decimal("200.00")),     # W-1 before; W-2 x2
+                   "B": (0, 6, 1, 5, Decimal("60.00")),      # R-1 x5 in store + W-3 x1 online
+                   "C": (0, 1, 1, 0, Decimal("80.00"))}
+    assert [r["sku"] for r in rows] == ["B", "A", "C"]
+
+
+def test_operations_orders_per_hour_and_shipping_cost_per_order(client):
+    rows = run(client, "operations_orders_per_hour")
+    got = [(r["hour"].strftime("%d %H"), r["web_orders"], r["store_receipts"], r["shipping_cost"], r["shipping_cost_per_order"])
+           for r in rows]
+    assert got == [("19 10", 1, 0, Decimal("5.00"), Decimal("5.00")),
+                   ("20 20", 1, 0, Decimal("10.00"), Decimal("10.00")),
+                   ("20 21", 1, 1, Decimal("7.00"), Decimal("7.00"))]
+
+
+def test_finance_promotion_profitability(client):
+    [r] = run(client, "finance_promotion_profitability", campaign="tv-best24")
+    # W-2 + W-3: revenue 170 + 90; goods 2x60 + 4 + 50; shipping 10 + 7; media 1000
+    assert (r["orders"], r["revenue"], r["cost_of_goods"], r["shipping"], r["media"], r["net_margin"]) == \
+        (2, Decimal("260.00"), Decimal("174.00"), Decimal("17.00"), Decimal("1000.00"), Decimal("-931.00"))
+
+
+def test_service_sees_the_whole_history_under_any_id_the_customer_had(client):
+    for customer in ("C1", "C2"):
+        rows = run(client, "service_customer_history", customer=customer)
+        assert [r["source_id"] for r in rows] == ["W-1", "W-2", "R-1", "W-3", "T-1"]
+    ticket = rows[-1]
+    assert (ticket["status"], ticket["related_order"]) == ("open", "W-2")
+
+
+def test_named_queries_declare_their_parameters_and_say_what_they_answer():
+    from sinks.named_queries import query_names, query_parameters, query_title
+
+    names = query_names()
+    assert {"purchasing_sku_demand", "finance_promotion_profitability", "service_customer_history"} <= set(names)
+    assert query_parameters("finance_promotion_profitability") == {"campaign"}
+    assert query_parameters("service_customer_history") == {"customer"}
+    assert all(query_title(name) for name in names)
