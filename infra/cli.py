@@ -382,6 +382,37 @@ def report(ctx: click.Context, department: str, params: tuple[str, ...]) -> None
 
 
 @cli.group()
+def campaigns() -> None:
+    """Campaigns marketing announces (window, audience, media cost, expected visitors)."""
+
+
+@campaigns.command("announce")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def campaigns_announce(ctx: click.Context, file: str) -> None:
+    """Publish the campaigns of a JSON file (as `omnihub generate` writes campaigns.json) to the campaigns
+    topic; the sink loads them into ClickHouse. A file with any invalid campaign publishes nothing."""
+    from kafka import KafkaProducer
+
+    from connectors.campaigns import read_announcements
+    from schemas.serde import codec
+
+    settings = _settings(ctx)
+    try:
+        announcements = read_announcements(Path(file))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    encode = codec("campaign", settings.schemas.registry_url, settings.topics.campaigns).encode
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(settings), acks="all")
+    try:
+        for campaign in announcements:
+            producer.send(settings.topics.campaigns, encode(campaign.to_avro()), key=campaign.campaign_id.encode()).get(timeout=30)
+    finally:
+        producer.close()
+    click.echo(f"announced {', '.join(c.campaign_id for c in announcements)} on {settings.topics.campaigns}")
+
+
+@cli.group()
 def identity() -> None:
     """Identity resolution commands (sent to the Faust worker through the identity-commands topic)."""
 

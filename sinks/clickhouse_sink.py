@@ -24,6 +24,8 @@ TIMELINE_COLUMNS = ["event_id", "event_time", "channel", "event_type", "customer
                     "currency", "payload_json", "kafka_topic", "kafka_partition", "kafka_offset"]
 DEAD_LETTER_COLUMNS = ["component", "source", "position", "error", "raw", "rejected_at"]
 IDENTITY_MAP_COLUMNS = ["customer_id", "current_id", "version", "merge_event", "identifier"]
+CAMPAIGN_COLUMNS = ["campaign_id", "name", "starts_at", "ends_at", "audience_segment", "channels", "discount_code",
+                    "media_cost_minor", "currency", "expected_extra_visitors"]
 
 
 @dataclass
@@ -47,12 +49,16 @@ class ClickHouseSink:
         self.timeline_codec = codec("timeline_event", registry, settings.topics.customer_timeline)
         self.dead_letter_codec = codec("dead_letter", registry, settings.topics.dead_letters)
         self.merge_codec = codec("identity_merge", registry, settings.topics.identity_merges)
+        self.campaign_codec = codec("campaign", registry, settings.topics.campaigns)
 
-    def _rows(self, messages) -> tuple[list[list], list[list], list[dict]]:
-        timeline, dead, merges = [], [], []
+    def _rows(self, messages) -> tuple[list[list], list[list], list[dict], list[list]]:
+        timeline, dead, merges, campaigns = [], [], [], []
         for message in messages:
             try:
-                if message.topic == self.settings.topics.identity_merges:
+                if message.topic == self.settings.topics.campaigns:
+                    campaign = self.campaign_codec.decode(message.value)
+                    campaigns.append([campaign[column] for column in CAMPAIGN_COLUMNS])
+                elif message.topic == self.settings.topics.identity_merges:
                     merge = self.merge_codec.decode(message.value)
                     if merge["action"] == "merge":  # a split re-keys nothing already published
                         merges.append(merge)
@@ -68,7 +74,7 @@ class ClickHouseSink:
                 letter = dead_letter(f"sink:{message.topic}", message.topic,
                                      f"partition {message.partition} offset {message.offset}", error, message.value)
                 dead.append([letter[column] for column in DEAD_LETTER_COLUMNS])
-        return timeline, dead, merges
+        return timeline, dead, merges, campaigns
 
     def _identity_map_rows(self, merges: list[dict]) -> list[list]:
         """absorbed -> surviving for each merge, and every id that meant the absorbed one now means the
@@ -82,7 +88,9 @@ class ClickHouseSink:
                 rows.append([customer_id, merge["surviving_id"], version, merge["event_id"], merge["identifier"]])
         return rows
 
-    def _insert(self, timeline: list[list], dead: list[list], merges: list[dict]) -> int:
+    def _insert(self, timeline: list[list], dead: list[list], merges: list[dict], campaigns: list[list]) -> int:
+        if campaigns:
+            self.client.insert("campaigns", campaigns, column_names=CAMPAIGN_COLUMNS)
         if timeline:
             self.client.insert("timeline_events", timeline, column_names=TIMELINE_COLUMNS)
         if dead:
@@ -94,12 +102,12 @@ class ClickHouseSink:
             mapped += len(rows)
         return mapped
 
-    async def _insert_with_retry(self, timeline: list[list], dead: list[list], merges: list[dict],
+    async def _insert_with_retry(self, timeline: list[list], dead: list[list], merges: list[dict], campaigns: list[list],
                                  stop: asyncio.Event) -> int | None:
         delay = self.settings.sink.retry_initial_seconds
         while True:
             try:
-                return await asyncio.to_thread(self._insert, timeline, dead, merges)
+                return await asyncio.to_thread(self._insert, timeline, dead, merges, campaigns)
             except Exception as error:
                 self.stats.insert_failures += 1
                 self.stats.last_error = str(error)
@@ -114,7 +122,7 @@ class ClickHouseSink:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> SinkStats:
         topics = [self.settings.topics.customer_timeline, self.settings.topics.dead_letters,
-                  self.settings.topics.identity_merges]
+                  self.settings.topics.identity_merges, self.settings.topics.campaigns]
         consumer = AIOKafkaConsumer(*topics, **consumer_config(self.settings, self.bootstrap, self.settings.sink.group_id))
         await consumer.start()
         if ready is not None:
@@ -134,8 +142,8 @@ class ClickHouseSink:
                         messages.extend(partition_messages)
                 if not messages:
                     continue
-                timeline, dead, merges = self._rows(messages)
-                mapped = await self._insert_with_retry(timeline, dead, merges, stop)
+                timeline, dead, merges, campaigns = self._rows(messages)
+                mapped = await self._insert_with_retry(timeline, dead, merges, campaigns, stop)
                 if mapped is None:
                     break
                 await consumer.commit()

@@ -61,6 +61,16 @@ def test_run_then_connector_and_query_from_other_processes(settings, tmp_path):
                 break
             assert time.monotonic() < deadline, result.stdout
             time.sleep(0.5)
+        campaigns = tmp_path / "campaigns.json"
+        campaigns.write_text(json.dumps([{"campaign_id": "tv-best24", "name": "TV", "starts_at": "2026-11-20T00:00:00+01:00",
+                                          "ends_at": "2026-11-21T00:00:00+01:00", "audience_segment": "best_customers",
+                                          "discount_code": "BEST24", "media_cost": "185000.00", "currency": "EUR"}]))
+        announced = omnihub("campaigns", "announce", str(campaigns), env=env)
+        assert announced.returncode == 0, announced.stderr
+        deadline = time.monotonic() + 60
+        while "18500000" not in (loaded := omnihub("query", "SELECT campaign_id, media_cost_minor FROM campaigns FINAL", env=env)).stdout:
+            assert time.monotonic() < deadline, loaded.stdout + loaded.stderr
+            time.sleep(0.5)
         named = omnihub("query", "operations_orders_per_hour", env=env)
         assert named.returncode == 0 and "web_orders" in named.stdout, named.stderr
         report = omnihub("report", "purchasing", env=env)
