@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer
 
@@ -24,6 +25,9 @@ TIMELINE_COLUMNS = ["event_id", "event_time", "channel", "event_type", "customer
                     "currency", "payload_json", "kafka_topic", "kafka_partition", "kafka_offset"]
 DEAD_LETTER_COLUMNS = ["component", "source", "position", "error", "raw", "rejected_at"]
 IDENTITY_MAP_COLUMNS = ["customer_id", "current_id", "version", "merge_event", "identifier"]
+PROFILE_COLUMNS = ["customer_id", "version", "merged_ids", "first_seen", "last_seen", "events", "online_orders",
+                   "online_revenue_minor", "store_orders", "store_revenue_minor", "average_basket_minor", "repurchased",
+                   "open_tickets", "last_contact_channel", "social_mentions", "sentiment", "best_customer"]
 CAMPAIGN_COLUMNS = ["campaign_id", "name", "starts_at", "ends_at", "audience_segment", "channels", "discount_code",
                     "media_cost_minor", "currency", "expected_extra_visitors"]
 
@@ -50,12 +54,28 @@ class ClickHouseSink:
         self.dead_letter_codec = codec("dead_letter", registry, settings.topics.dead_letters)
         self.merge_codec = codec("identity_merge", registry, settings.topics.identity_merges)
         self.campaign_codec = codec("campaign", registry, settings.topics.campaigns)
+        self.profile_codec = codec("customer_profile", registry, settings.topics.customer_profiles)
 
-    def _rows(self, messages) -> tuple[list[list], list[list], list[dict], list[list]]:
-        timeline, dead, merges, campaigns = [], [], [], []
+    def _profile_rows(self, message) -> tuple[list, list]:
+        """(customer_profiles row, customer_identities row): personal data goes to the second only."""
+        updated = datetime.fromtimestamp(message.timestamp / 1000, tz=timezone.utc)
+        customer_id = message.key.decode()
+        if message.value is None:  # tombstone: merged away or forgotten
+            empty = [customer_id, 0, [], None, None, 0, 0, 0, 0, 0, 0, False, 0, None, 0, None, False]
+            return empty + [1, updated], [customer_id, [], 1, updated]
+        profile = self.profile_codec.decode(message.value)
+        return ([profile[column] for column in PROFILE_COLUMNS] + [0, updated],
+                [customer_id, profile["identifiers"], 0, updated])
+
+    def _rows(self, messages) -> tuple[list[list], list[list], list[dict], list[list], list[list], list[list]]:
+        timeline, dead, merges, campaigns, profiles, identities = [], [], [], [], [], []
         for message in messages:
             try:
-                if message.topic == self.settings.topics.campaigns:
+                if message.topic == self.settings.topics.customer_profiles:
+                    profile, identity = self._profile_rows(message)
+                    profiles.append(profile)
+                    identities.append(identity)
+                elif message.topic == self.settings.topics.campaigns:
                     campaign = self.campaign_codec.decode(message.value)
                     campaigns.append([campaign[column] for column in CAMPAIGN_COLUMNS])
                 elif message.topic == self.settings.topics.identity_merges:
@@ -74,7 +94,7 @@ class ClickHouseSink:
                 letter = dead_letter(f"sink:{message.topic}", message.topic,
                                      f"partition {message.partition} offset {message.offset}", error, message.value)
                 dead.append([letter[column] for column in DEAD_LETTER_COLUMNS])
-        return timeline, dead, merges, campaigns
+        return timeline, dead, merges, campaigns, profiles, identities
 
     def _identity_map_rows(self, merges: list[dict]) -> list[list]:
         """absorbed -> surviving for each merge, and every id that meant the absorbed one now means the
@@ -88,7 +108,12 @@ class ClickHouseSink:
                 rows.append([customer_id, merge["surviving_id"], version, merge["event_id"], merge["identifier"]])
         return rows
 
-    def _insert(self, timeline: list[list], dead: list[list], merges: list[dict], campaigns: list[list]) -> int:
+    def _insert(self, timeline: list[list], dead: list[list], merges: list[dict], campaigns: list[list],
+                profiles: list[list], identities: list[list]) -> int:
+        if profiles:
+            self.client.insert("customer_profiles", profiles, column_names=PROFILE_COLUMNS + ["deleted", "updated_at"])
+            self.client.insert("customer_identities", identities,
+                               column_names=["customer_id", "identifiers", "deleted", "updated_at"])
         if campaigns:
             self.client.insert("campaigns", campaigns, column_names=CAMPAIGN_COLUMNS)
         if timeline:
@@ -102,12 +127,11 @@ class ClickHouseSink:
             mapped += len(rows)
         return mapped
 
-    async def _insert_with_retry(self, timeline: list[list], dead: list[list], merges: list[dict], campaigns: list[list],
-                                 stop: asyncio.Event) -> int | None:
+    async def _insert_with_retry(self, rows: tuple, stop: asyncio.Event) -> int | None:
         delay = self.settings.sink.retry_initial_seconds
         while True:
             try:
-                return await asyncio.to_thread(self._insert, timeline, dead, merges, campaigns)
+                return await asyncio.to_thread(self._insert, *rows)
             except Exception as error:
                 self.stats.insert_failures += 1
                 self.stats.last_error = str(error)
@@ -122,7 +146,8 @@ class ClickHouseSink:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> SinkStats:
         topics = [self.settings.topics.customer_timeline, self.settings.topics.dead_letters,
-                  self.settings.topics.identity_merges, self.settings.topics.campaigns]
+                  self.settings.topics.identity_merges, self.settings.topics.campaigns,
+                  self.settings.topics.customer_profiles]
         consumer = AIOKafkaConsumer(*topics, **consumer_config(self.settings, self.bootstrap, self.settings.sink.group_id))
         await consumer.start()
         if ready is not None:
@@ -142,8 +167,9 @@ class ClickHouseSink:
                         messages.extend(partition_messages)
                 if not messages:
                     continue
-                timeline, dead, merges, campaigns = self._rows(messages)
-                mapped = await self._insert_with_retry(timeline, dead, merges, campaigns, stop)
+                rows = self._rows(messages)
+                timeline, dead = rows[0], rows[1]
+                mapped = await self._insert_with_retry(rows, stop)
                 if mapped is None:
                     break
                 await consumer.commit()

@@ -100,9 +100,17 @@ def test_merge_refusal_redelivery_late_event_and_split(settings, tmp_path):
                     not hub.client.query("SELECT count() FROM identity_map").result_rows[0][0]:
                 assert time.monotonic() < deadline, rows
                 await asyncio.sleep(0.5)
-            return timeline, merges, warnings, profiles, {r[0]: r[1:] for r in rows}
+            profile_query = ("SELECT p.customer_id, p.events, p.deleted, i.identifiers FROM customer_profiles AS p FINAL "
+                             "LEFT JOIN (SELECT * FROM customer_identities FINAL) AS i USING customer_id")
+            while not (stored := {r[0]: r[1:] for r in hub.client.query(profile_query).result_rows}).get(card, (0, 0))[1]:
+                assert time.monotonic() < deadline, stored
+                await asyncio.sleep(0.5)
+            return timeline, merges, warnings, profiles, {r[0]: r[1:] for r in rows}, stored
 
-    timeline, merges, warnings, profiles, in_clickhouse = asyncio.run(scenario())
+    timeline, merges, warnings, profiles, in_clickhouse, stored_profiles = asyncio.run(scenario())
+    # profiles in ClickHouse: the absorbed id deleted, the survivor counting 3 events; identifiers kept apart
+    assert stored_profiles[card][1] == 1 and stored_profiles[alice][:2] == (3, 0)
+    assert "email:alice@x.com" in stored_profiles[alice][2]
     # ClickHouse re-keys history through the merge at query time: R-1 was published under its own id
     assert in_clickhouse["R-1"] == (alice, card) and in_clickhouse["W-1"] == (alice, alice)
     assert len(in_clickhouse) == 5  # W-1 delivered twice, one row
