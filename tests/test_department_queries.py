@@ -40,8 +40,19 @@ FIXTURE = [
     # during, with the code: B x1 at 10.00 (cost 4.00) + C x1 at 80.00 (cost 50.00), paid 90.00, shipping 7.00
     row("W-3", at(20, 21, 30), "web", "order", "C2", 9_000,
         {"lines": [line("B", 1, 1_000, 400), line("C", 1, 8_000, 5_000)], "shipping_cost_minor": 700, "campaign": "BEST24"}),
-    row("T-1", at(20, 22), "support", "ticket_update", "C1", None, {"status": "open", "related_order_id": "W-2"}),
+    row("T-1", at(20, 22), "support", "ticket_update", "C1", None,
+        {"status": "open", "related_order_id": "W-2", "attributes": {"ticket_id": "T-1", "contact_channel": "phone"}}),
+    row("T-2", at(20, 22, 30), "support", "ticket_update", "C2", None,
+        {"status": "open", "related_order_id": "W-3", "attributes": {"ticket_id": "T-2", "contact_channel": "facebook"}}),
+    # app sessions: two tagged with the campaign, three in one minute the day before (a spike nobody announced)
+    row("S-1", at(20, 20, 46), "app", "session", "C1", None, {"campaign": "tv-best24"}),
+    row("S-2", at(20, 20, 47), "app", "session", "A9", None, {"campaign": "tv-best24"}),
+    row("S-3", at(19, 10), "app", "session", "A8", None, {}),
+    row("S-4", at(19, 10), "app", "session", "A7", None, {}),
+    row("S-5", at(19, 10), "app", "session", "A6", None, {}),
 ]
+PROFILE_COLUMNS = ["customer_id", "events", "online_orders", "store_orders", "repurchased", "best_customer", "deleted", "updated_at"]
+PROFILES = [["C1", 9, 3, 1, 1, 1, 0, at(21, 0)], ["C3", 1, 1, 0, 0, 1, 0, at(21, 0)], ["C2", 0, 0, 0, 0, 0, 1, at(21, 0)]]
 
 
 @pytest.fixture
@@ -54,6 +65,7 @@ def client(settings):
                                  "BEST24", 100_000, "EUR", 5000]],
                   column_names=["campaign_id", "name", "starts_at", "ends_at", "audience_segment", "channels",
                                 "discount_code", "media_cost_minor", "currency", "expected_extra_visitors"])
+    client.insert("customer_profiles", PROFILES, column_names=PROFILE_COLUMNS)
     # C2 turned out to be C1
     client.insert("identity_map", [["C2", "C1", 1, "e", "email:x"]],
                   column_names=["customer_id", "current_id", "version", "merge_event", "identifier"])
@@ -94,8 +106,8 @@ def test_finance_promotion_profitability(client):
 def test_service_sees_the_whole_history_under_any_id_the_customer_had(client):
     for customer in ("C1", "C2"):
         rows = run(client, "service_customer_history", customer=customer)
-        assert [r["source_id"] for r in rows] == ["W-1", "W-2", "R-1", "W-3", "T-1"]
-    ticket = rows[-1]
+        assert [r["source_id"] for r in rows] == ["W-1", "S-1", "W-2", "R-1", "W-3", "T-1", "T-2"]
+    ticket = rows[-2]
     assert (ticket["status"], ticket["related_order"]) == ("open", "W-2")
 
 
@@ -107,3 +119,57 @@ def test_named_queries_declare_their_parameters_and_say_what_they_answer():
     assert query_parameters("finance_promotion_profitability") == {"campaign"}
     assert query_parameters("service_customer_history") == {"customer"}
     assert all(query_title(name) for name in names)
+
+
+def test_marketing_conversion_segment_reach_and_repurchase(client):
+    rows = run(client, "marketing_campaign_conversion", campaign="tv-best24")
+    assert [(r["channel_name"], r["visits"], r["orders"], r["revenue"], r["conversion_rate"]) for r in rows] == [
+        ("all", 2, 2, Decimal("260.00"), 1.0), ("app", 2, 0, Decimal("0.00"), 0.0), ("web", 0, 2, Decimal("260.00"), None)]
+    [r] = run(client, "marketing_best_customers", campaign="tv-best24")
+    # best: C1 and C3 (C2 deleted); reached: C1 (its own and C2's code orders, a tagged visit)
+    assert (r["best_customers"], r["best_customers_reached"], r["reach_rate"], r["repurchase_rate"]) == (2, 1, 0.5, 0.5)
+
+
+def test_it_flags_a_spike_nobody_announced_and_load_over_capacity(client):
+    rows = run(client, "it_load_per_minute", capacity=10)
+    assert [(r["minute"].strftime("%d %H:%M"), r["events"], r["per_channel"], r["campaigns_active"], r["flag"]) for r in rows] == [
+        ("19 10:00", 4, "app:3 web:1", [], "spike without an announced campaign")]
+    over = run(client, "it_load_per_minute", capacity=1)
+    assert [r["flag"] for r in over] == ["over capacity"]
+    lag = {r["channel"]: r for r in run(client, "it_ingestion_lag")}
+    assert lag["web"]["events"] == 3 and lag["web"]["newest_event"] == at(20, 21, 30).replace(tzinfo=None)
+
+
+def test_service_sees_contacts_across_channels_and_tickets_about_orders(client):
+    [r] = run(client, "service_multichannel_contacts")
+    assert (r["customer_id"], r["contact_channels"], r["tickets"]) == ("C1", ["facebook", "phone"], 2)
+    rows = run(client, "service_tickets_with_orders")
+    assert [(r["contact"], r["order_id"], r["order_amount"], r["same_customer"]) for r in rows] == [
+        ("T-1", "W-2", Decimal("170.00"), True), ("T-2", "W-3", Decimal("90.00"), True)]
+
+
+def test_finance_online_vs_store_and_the_shared_kpis(client):
+    [r] = run(client, "finance_online_vs_store")
+    assert (r["customers"], r["how_many"], r["online_revenue"], r["store_revenue"]) == \
+        ("bought online and in store", 1, Decimal("360.00"), Decimal("50.00"))  # C1 with C2's purchases
+    [k] = run(client, "kpis_shared")
+    assert (k["revenue"], k["orders"], k["traffic"], k["conversion_rate"], k["buying_customers"], k["repurchase_rate"],
+            k["peak_events_per_minute"]) == (Decimal("410.00"), 4, 5, 0.6, 1, 0.5, 4)
+
+
+def test_no_view_outside_customer_service_returns_personal_data(client):
+    """Identifiers live in customer_identities, read only by customer service: every other department's
+    query, run on the fixture plus personal data, returns no email, phone or handle."""
+    import re
+
+    from sinks.named_queries import query_names
+
+    client.insert("customer_identities", [["C1", ["email:alice@x.com", "phone:+33612345678", "social_handle:facebook:al"], 0, at(21, 0)]],
+                  column_names=["customer_id", "identifiers", "deleted", "updated_at"])
+    personal = re.compile(r"@|\+33\d|social_handle|alice")
+    parameters = {"campaign": "tv-best24", "capacity": 10, "customer": "C1"}
+    for name in query_names():
+        if name.startswith("service_") or "_" not in name:
+            continue
+        result = client.query(named_query(name), parameters={k: v for k, v in parameters.items() if k in named_query(name)})
+        assert not personal.search(repr(result.result_rows)), name

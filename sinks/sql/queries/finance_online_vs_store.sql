@@ -1,0 +1,15 @@
+-- Finance: revenue online and in store of the customers who bought on both, and of everyone.
+SELECT
+    if(online > 0 AND store > 0, 'bought online and in store', if(online > 0, 'online only', 'store only')) AS customers,
+    count() AS how_many,
+    toDecimal64(sum(online) / 100, 2) AS online_revenue,
+    toDecimal64(sum(store) / 100, 2) AS store_revenue
+FROM (
+    SELECT customer_id,
+           sumIf(amount_minor, channel = 'web' AND event_type = 'order') AS online,
+           sumIf(amount_minor, channel = 'store' AND event_type = 'receipt') AS store
+    FROM timeline_current
+    WHERE event_type IN ('order', 'receipt')
+    GROUP BY customer_id)
+GROUP BY customers
+ORDER BY customers

@@ -1,0 +1,11 @@
+-- Shared KPIs every department reads, so the numbers agree: revenue, orders, traffic (app sessions), conversion rate, customers, re-purchase rate, peak load.
+SELECT
+    toDecimal64(sumIf(amount_minor, event_type IN ('order', 'receipt')) / 100, 2) AS revenue,
+    countIf(event_type IN ('order', 'receipt')) AS orders,
+    countIf(event_type = 'session') AS traffic,
+    if(traffic = 0, NULL, round(countIf(channel = 'web' AND event_type = 'order') / traffic, 4)) AS conversion_rate,
+    uniqExactIf(customer_id, event_type IN ('order', 'receipt')) AS buying_customers,
+    (SELECT round(countIf(repurchased = 1) / count(), 4) FROM customer_profiles FINAL
+     WHERE deleted = 0 AND online_orders + store_orders > 0) AS repurchase_rate,
+    (SELECT max(n) FROM (SELECT count() AS n FROM timeline_current GROUP BY toStartOfMinute(event_time))) AS peak_events_per_minute
+FROM timeline_current

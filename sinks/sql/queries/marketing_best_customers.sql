@@ -1,0 +1,11 @@
+-- Marketing: the best-customer segment's size, how many of them the campaign reached (an order with its code or a visit it tagged), and the re-purchase rate of customers who ordered. Parameter: campaign.
+WITH (SELECT discount_code FROM campaigns FINAL WHERE campaign_id = {campaign:String}) AS code,
+     best AS (SELECT customer_id FROM customer_profiles FINAL WHERE best_customer = 1 AND deleted = 0),
+     reached AS (SELECT DISTINCT customer_id FROM timeline_current
+                 WHERE JSONExtractString(payload_json, 'campaign') IN (code, {campaign:String}))
+SELECT
+    (SELECT count() FROM best) AS best_customers,
+    (SELECT count() FROM best WHERE customer_id IN (SELECT customer_id FROM reached)) AS best_customers_reached,
+    if(best_customers = 0, NULL, round(best_customers_reached / best_customers, 4)) AS reach_rate,
+    (SELECT round(countIf(repurchased = 1) / count(), 4) FROM customer_profiles FINAL
+     WHERE deleted = 0 AND online_orders + store_orders > 0) AS repurchase_rate

@@ -1,0 +1,14 @@
+-- Marketing: a campaign's visits (app sessions tagged with it), orders (carrying its code), revenue and conversion rate, per channel and in all. Parameter: campaign.
+WITH (SELECT discount_code FROM campaigns FINAL WHERE campaign_id = {campaign:String}) AS code
+SELECT if(channel = '', 'all', channel) AS channel_name, visits, orders, revenue,
+       if(visits = 0, NULL, round(orders / visits, 4)) AS conversion_rate
+FROM (
+    SELECT channel,
+           countIf(event_type = 'session' AND JSONExtractString(payload_json, 'campaign') = {campaign:String}) AS visits,
+           countIf(event_type IN ('order', 'receipt') AND JSONExtractString(payload_json, 'campaign') = code) AS orders,
+           toDecimal64(ifNull(sumIf(amount_minor, event_type IN ('order', 'receipt')
+                                                 AND JSONExtractString(payload_json, 'campaign') = code), 0) / 100, 2) AS revenue
+    FROM timeline_current
+    GROUP BY channel WITH ROLLUP)
+WHERE visits > 0 OR orders > 0
+ORDER BY channel_name
