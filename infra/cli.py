@@ -345,6 +345,28 @@ def _parameters(params: tuple[str, ...]) -> dict:
     return dict(p.split("=", 1) for p in params)
 
 
+@clickhouse.command("roles")
+@click.option("--apply", "apply_", is_flag=True, help="run it against the configured ClickHouse server")
+@click.pass_context
+def clickhouse_roles(ctx: click.Context, apply_: bool) -> None:
+    """Print (or --apply) the SQL creating a role per department, each granted only what it may read."""
+    from sinks.migrate import role_statements
+
+    settings = _settings(ctx)
+    statements = role_statements(settings.clickhouse.database)
+    if not apply_:
+        click.echo(";\n".join(statements) + ";")
+        return
+    if settings.embedded_clickhouse:
+        raise click.ClickException("embedded chDB has no access control: roles need a ClickHouse server (clickhouse.url)")
+    from infra.clickhouse import open_client
+
+    client = open_client(settings, create_database=False)
+    for statement in statements:
+        client.command(statement)
+    click.echo(f"applied {len(statements)} statements")
+
+
 @cli.command()
 @click.argument("sql_or_name")
 @click.option("--param", "params", multiple=True, help="name=value for {name:Type} placeholders")

@@ -43,3 +43,9 @@ def migrate(client) -> list[str]:
         client.insert("schema_migrations", [(version, name)], column_names=["version", "name"])
         done.append(f"{version:04d}_{name}")
     return done
+
+
+def role_statements(database: str) -> list[str]:
+    """sinks/sql/access/roles.sql for one database: a role per department and its grants."""
+    sql = (resources.files("sinks") / "sql" / "access" / "roles.sql").read_text()
+    return statements(sql.replace("{database}", database))

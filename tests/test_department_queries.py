@@ -173,3 +173,30 @@ def test_no_view_outside_customer_service_returns_personal_data(client):
             continue
         result = client.query(named_query(name), parameters={k: v for k, v in parameters.items() if k in named_query(name)})
         assert not personal.search(repr(result.result_rows)), name
+
+
+def test_only_customer_service_may_read_personal_data(settings, backend):
+    """The role SQL grants customer_identities to the service role alone; on a ClickHouse server (not
+    chDB, which has no access control) a marketing user is refused it."""
+    from sinks.migrate import role_statements
+
+    grants = [s for s in role_statements("omnihub") if s.startswith("GRANT")]
+    identity_grants = [s for s in grants if ".customer_identities " in s]
+    assert identity_grants == ["GRANT SELECT ON omnihub.customer_identities TO omnihub_service"]
+    assert all("omnihub_marketing" not in s for s in identity_grants)
+    if backend != "containers":
+        pytest.skip("access control needs a ClickHouse server; chDB has none")
+    client = open_client(settings)
+    migrate(client)
+    database = settings.clickhouse.database
+    for statement in role_statements(database):
+        client.command(statement)
+    client.command("CREATE USER IF NOT EXISTS test_marketer IDENTIFIED WITH plaintext_password BY 'pw'")
+    client.command("GRANT omnihub_marketing TO test_marketer")
+    client.command("SET DEFAULT ROLE omnihub_marketing TO test_marketer")
+    import clickhouse_connect
+
+    marketer = clickhouse_connect.get_client(dsn=settings.clickhouse.url, username="test_marketer", password="pw")
+    marketer.query(f"SELECT count() FROM {database}.timeline_events")
+    with pytest.raises(Exception, match="ACCESS_DENIED|Not enough privileges"):
+        marketer.query(f"SELECT * FROM {database}.customer_identities")

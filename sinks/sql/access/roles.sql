@@ -1,0 +1,18 @@
+-- Department roles for a ClickHouse server (chDB has no access control). `omnihub clickhouse roles`
+-- prints this with {database} filled in; `--apply` runs it. Every department reads the events,
+-- order lines, campaigns, profiles and identity map; only customer service reads personal data
+-- (customer_identities). Grant a role to a person: GRANT omnihub_marketing TO alice;
+CREATE ROLE IF NOT EXISTS omnihub_marketing;
+CREATE ROLE IF NOT EXISTS omnihub_it;
+CREATE ROLE IF NOT EXISTS omnihub_purchasing;
+CREATE ROLE IF NOT EXISTS omnihub_operations;
+CREATE ROLE IF NOT EXISTS omnihub_service;
+CREATE ROLE IF NOT EXISTS omnihub_finance;
+GRANT SELECT ON {database}.timeline_events TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
+GRANT SELECT ON {database}.timeline_current TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
+GRANT SELECT ON {database}.identity_map TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
+GRANT SELECT ON {database}.order_lines TO omnihub_marketing, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
+GRANT SELECT ON {database}.campaigns TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_finance;
+GRANT SELECT ON {database}.customer_profiles TO omnihub_marketing, omnihub_service, omnihub_finance;
+GRANT SELECT ON {database}.dead_letters TO omnihub_it, omnihub_operations;
+GRANT SELECT ON {database}.customer_identities TO omnihub_service;
