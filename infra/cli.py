@@ -439,6 +439,29 @@ def identity() -> None:
     """Identity resolution commands (sent to the Faust worker through the identity-commands topic)."""
 
 
+@cli.command()
+@click.argument("customer_id")
+@click.option("--reason", default="erasure request", show_default=True)
+@click.pass_context
+def forget(ctx: click.Context, customer_id: str, reason: str) -> None:
+    """Erase a customer's personal data: the worker drops their identifiers from the identity graph,
+    tombstones their profile and publishes an erasure event, on which the sink deletes their
+    identifiers and anonymises their events in ClickHouse."""
+    _send_identity_command(_settings(ctx), {"command": "forget", "customer_id": customer_id, "reason": reason})
+    click.echo(f"erasure of {customer_id} sent; it is confirmed on {_settings(ctx).topics.customer_erasures}")
+
+
+def _send_identity_command(settings: Settings, command: dict) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(settings), acks="all")
+    try:
+        producer.send(settings.topics.identity_commands, json.dumps(command).encode(),
+                      key=command["customer_id"].encode()).get(timeout=30)
+    finally:
+        producer.close()
+
+
 @identity.command("split")
 @click.argument("customer_id")
 @click.option("--identifier", "identifiers", multiple=True, required=True,
@@ -447,18 +470,12 @@ def identity() -> None:
 @click.pass_context
 def identity_split(ctx: click.Context, customer_id: str, identifiers: tuple[str, ...], reason: str) -> None:
     """Undo a wrong merge: move identifiers off CUSTOMER_ID to a new customer that will not be merged back."""
-    from kafka import KafkaProducer
-
     settings = _settings(ctx)
     for identifier in identifiers:
         if ":" not in identifier:
             raise click.UsageError(f"--identifier {identifier!r}: expected kind:value")
-    command = {"command": "split", "customer_id": customer_id, "identifiers": list(identifiers), "reason": reason}
-    producer = KafkaProducer(bootstrap_servers=_bootstrap(settings), acks="all")
-    try:
-        producer.send(settings.topics.identity_commands, json.dumps(command).encode(), key=customer_id.encode()).get(timeout=30)
-    finally:
-        producer.close()
+    _send_identity_command(settings, {"command": "split", "customer_id": customer_id, "identifiers": list(identifiers),
+                                      "reason": reason})
     click.echo(f"split sent to {settings.topics.identity_commands}; the result appears on {settings.topics.identity_merges}")
 
 

@@ -82,13 +82,14 @@ class TopicSettings(_Section):
     identity_warnings: str = "identity-warnings"
     identity_commands: str = "identity-commands"
     campaigns: str = "campaigns"
+    customer_erasures: str = "customer-erasures"
     dead_letters: str = "dead-letters"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
     def all_names(self) -> list[str]:
         return [self.customer_timeline, self.customer_profiles, self.identity_merges, self.identity_warnings,
-                self.identity_commands, self.campaigns, self.dead_letters]
+                self.identity_commands, self.campaigns, self.customer_erasures, self.dead_letters]
 
     @field_validator("channel_pattern")
     @classmethod

@@ -7,6 +7,7 @@ While ClickHouse refuses inserts the sink retries the same batch with exponentia
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ IDENTITY_MAP_COLUMNS = ["customer_id", "current_id", "version", "merge_event", "
 PROFILE_COLUMNS = ["customer_id", "version", "merged_ids", "first_seen", "last_seen", "events", "online_orders",
                    "online_revenue_minor", "store_orders", "store_revenue_minor", "average_basket_minor", "repurchased",
                    "open_tickets", "last_contact_channel", "social_mentions", "sentiment", "best_customer"]
+ERASED_PAYLOAD_KEYS = ("text", "attributes")  # free text and channel details may name or locate the person
 CAMPAIGN_COLUMNS = ["campaign_id", "name", "starts_at", "ends_at", "audience_segment", "channels", "discount_code",
                     "media_cost_minor", "currency", "expected_extra_visitors"]
 
@@ -55,6 +57,7 @@ class ClickHouseSink:
         self.merge_codec = codec("identity_merge", registry, settings.topics.identity_merges)
         self.campaign_codec = codec("campaign", registry, settings.topics.campaigns)
         self.profile_codec = codec("customer_profile", registry, settings.topics.customer_profiles)
+        self.erasure_codec = codec("customer_erasure", registry, settings.topics.customer_erasures)
 
     def _profile_rows(self, message) -> tuple[list, list]:
         """(customer_profiles row, customer_identities row): personal data goes to the second only."""
@@ -67,11 +70,13 @@ class ClickHouseSink:
         return ([profile[column] for column in PROFILE_COLUMNS] + [0, updated],
                 [customer_id, profile["identifiers"], 0, updated])
 
-    def _rows(self, messages) -> tuple[list[list], list[list], list[dict], list[list], list[list], list[list]]:
-        timeline, dead, merges, campaigns, profiles, identities = [], [], [], [], [], []
+    def _rows(self, messages) -> tuple[list[list], list[list], list[dict], list[list], list[list], list[list], list[dict]]:
+        timeline, dead, merges, campaigns, profiles, identities, erasures = [], [], [], [], [], [], []
         for message in messages:
             try:
-                if message.topic == self.settings.topics.customer_profiles:
+                if message.topic == self.settings.topics.customer_erasures:
+                    erasures.append(self.erasure_codec.decode(message.value))
+                elif message.topic == self.settings.topics.customer_profiles:
                     profile, identity = self._profile_rows(message)
                     profiles.append(profile)
                     identities.append(identity)
@@ -94,7 +99,7 @@ class ClickHouseSink:
                 letter = dead_letter(f"sink:{message.topic}", message.topic,
                                      f"partition {message.partition} offset {message.offset}", error, message.value)
                 dead.append([letter[column] for column in DEAD_LETTER_COLUMNS])
-        return timeline, dead, merges, campaigns, profiles, identities
+        return timeline, dead, merges, campaigns, profiles, identities, erasures
 
     def _identity_map_rows(self, merges: list[dict]) -> list[list]:
         """absorbed -> surviving for each merge, and every id that meant the absorbed one now means the
@@ -108,8 +113,27 @@ class ClickHouseSink:
                 rows.append([customer_id, merge["surviving_id"], version, merge["event_id"], merge["identifier"]])
         return rows
 
+    def _erase(self, erasure: dict) -> None:
+        """Remove a customer's personal data: their identifiers, and the free text and channel details
+        (addresses, handles' platforms...) of their events; amounts, lines and dates stay for the totals."""
+        ids = erasure["customer_ids"]
+        self.client.command("DELETE FROM customer_identities WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
+        self.client.insert("customer_identities", [[i, [], 1, erasure["at"]] for i in ids],
+                           column_names=["customer_id", "identifiers", "deleted", "updated_at"])
+        rows = self.client.query("SELECT DISTINCT event_id, payload_json FROM timeline_events WHERE customer_id IN {ids:Array(String)}",
+                                 parameters={"ids": ids}).result_rows
+        if not rows:
+            return
+        event_ids = [row[0] for row in rows]
+        anonymised = [json.dumps({k: v for k, v in json.loads(row[1]).items() if k not in ERASED_PAYLOAD_KEYS},
+                                 separators=(",", ":")) for row in rows]
+        self.client.command(
+            "ALTER TABLE timeline_events UPDATE payload_json = transform(event_id, {ids:Array(String)}, "
+            "{payloads:Array(String)}, payload_json) WHERE event_id IN {ids:Array(String)}",
+            parameters={"ids": event_ids, "payloads": anonymised}, settings={"mutations_sync": 2})
+
     def _insert(self, timeline: list[list], dead: list[list], merges: list[dict], campaigns: list[list],
-                profiles: list[list], identities: list[list]) -> int:
+                profiles: list[list], identities: list[list], erasures: list[dict]) -> int:
         if profiles:
             self.client.insert("customer_profiles", profiles, column_names=PROFILE_COLUMNS + ["deleted", "updated_at"])
             self.client.insert("customer_identities", identities,
@@ -120,6 +144,8 @@ class ClickHouseSink:
             self.client.insert("timeline_events", timeline, column_names=TIMELINE_COLUMNS)
         if dead:
             self.client.insert("dead_letters", dead, column_names=DEAD_LETTER_COLUMNS)
+        for erasure in erasures:  # after this batch's inserts, so nothing of theirs comes back with it
+            self._erase(erasure)
         mapped = 0
         for merge in merges:  # one at a time: a merge may re-key what the previous one wrote
             rows = self._identity_map_rows([merge])
@@ -147,7 +173,7 @@ class ClickHouseSink:
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> SinkStats:
         topics = [self.settings.topics.customer_timeline, self.settings.topics.dead_letters,
                   self.settings.topics.identity_merges, self.settings.topics.campaigns,
-                  self.settings.topics.customer_profiles]
+                  self.settings.topics.customer_profiles, self.settings.topics.customer_erasures]
         consumer = AIOKafkaConsumer(*topics, **consumer_config(self.settings, self.bootstrap, self.settings.sink.group_id))
         await consumer.start()
         if ready is not None:

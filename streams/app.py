@@ -118,6 +118,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     codecs = {name: codec(name, registry, topic) for name, topic in (
         ("channel_event", None), ("timeline_event", topics.customer_timeline), ("identity_merge", topics.identity_merges),
         ("identity_warning", topics.identity_warnings), ("customer_profile", topics.customer_profiles),
+        ("customer_erasure", topics.customer_erasures),
         ("dead_letter", topics.dead_letters))}
     state = {"producer": None, "best_threshold": None}
 
@@ -168,8 +169,20 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         sends.append((topics.customer_timeline, customer_id.encode(), codecs["timeline_event"].encode(timeline)))
 
     def handle_command(command: dict, sends: list, changed: set, absorbed: set) -> None:
+        if command.get("command") == "forget":
+            customer_id, removed = graph.forget(command["customer_id"])
+            profile = profiles.get(customer_id) or profile_state.empty(customer_id)
+            if customer_id in profiles:
+                del profiles[customer_id]
+            ids = sorted({customer_id, command["customer_id"], *profile["merged_ids"]})
+            sends.append((topics.customer_erasures, customer_id.encode(), codecs["customer_erasure"].encode(
+                {"customer_id": customer_id, "customer_ids": ids, "identifiers_removed": len(removed),
+                 "reason": command.get("reason") or "erasure request", "at": now()})))
+            absorbed.add(customer_id)  # a tombstone on customer-profiles
+            changed.discard(customer_id)
+            return
         if command.get("command") != "split":
-            raise ValueError(f"unknown command {command.get('command')!r} (known: split)")
+            raise ValueError(f"unknown command {command.get('command')!r} (known: split, forget)")
         result = graph.split(command["customer_id"], list(command["identifiers"]), command.get("reason") or "operator")
         for merge in result.merges:
             profiles[merge.absorbed_id] = profile_state.empty(merge.absorbed_id)
@@ -209,7 +222,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 if record is not None:
                     sends.append((topics.customer_profiles, customer_id.encode(), record))
             for customer_id in sorted(absorbed):
-                sends.append((topics.customer_profiles, customer_id.encode(), None))  # tombstone: merged away
+                sends.append((topics.customer_profiles, customer_id.encode(), None))  # tombstone: merged away or forgotten
             for view in views:
                 view.flush()
             kafka = await producer()

@@ -297,3 +297,18 @@ class IdentityGraph:
         result.warnings.append((moving[0], f"split from {customer_id} into {new_id}: {reason}"))
         result.changed.update({customer_id, new_id})
         return result
+
+    def forget(self, customer_id: str) -> tuple[str, list[str]]:
+        """Erase a customer's identifiers from the graph (a right-to-be-forgotten request): they match
+        nobody any more and a returning person starts afresh. Returns (current id, identifiers removed)."""
+        customer_id = self.current(customer_id)
+        cluster = self.clusters.get(customer_id)
+        if cluster is None:
+            raise ValueError(f"no customer {customer_id}")
+        for key in cluster["identifiers"]:
+            if self.owners.get(key) is not None:
+                del self.owners[key]
+            if self.sightings.get(key) is not None:
+                del self.sightings[key]
+        self.clusters[customer_id] = {**cluster, "identifiers": [], "version": cluster["version"] + 1, "forgotten": True}
+        return customer_id, list(cluster["identifiers"])

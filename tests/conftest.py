@@ -75,7 +75,7 @@ def settings(kafka_bootstrap: str, clickhouse_location: dict, tmp_path: Path) ->
         topics={"channel_pattern": rf"^ch-{suffix}\.", "customer_timeline": f"timeline-{suffix}",
                 "customer_profiles": f"profiles-{suffix}", "identity_merges": f"merges-{suffix}",
                 "identity_warnings": f"warnings-{suffix}", "identity_commands": f"commands-{suffix}",
-                "campaigns": f"campaigns-{suffix}",
+                "campaigns": f"campaigns-{suffix}", "customer_erasures": f"erasures-{suffix}",
                 "dead_letters": f"dead-letters-{suffix}", "partitions": 2},
         streams={"app_id": f"omnihub-test-{suffix}"},
         sink={"group_id": f"sink-{suffix}", "batch_max_seconds": 0.3},

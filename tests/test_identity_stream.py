@@ -185,3 +185,44 @@ def test_worker_killed_mid_stream_recovers_its_tables(settings, tmp_path):
     # worker's tables, nothing counted twice when it re-processed uncommitted events.
     assert sorted(p["events"] for p in latest.values()) == [3] * people
     print(f"{len(timeline)} timeline records for {3 * people} events; {len(merges)} merges; recovery: {recovery[-2:]}")
+
+
+def test_forget_erases_personal_data_and_tells_downstream(settings, tmp_path):
+    topic = channel_topic(settings, "test")
+    ensure_topics(settings.kafka.bootstrap_servers, [topic], settings.topics.partitions, 1)
+    alice = customer_id_for("email:alice@x.com")
+    ticket = channel_event("T-1", [("email", "alice@x.com")], 10, "support", "ticket_update", None)
+    ticket.update(text="Call me on 06 12 34 56 78", attributes={"contact_channel": "phone", "ticket_id": "T-1"})
+
+    async def scenario():
+        async with Hub(settings) as hub:
+            for count, event in enumerate([channel_event("W-1", [("email", "alice@x.com")], 0), ticket], start=1):
+                await produce(settings, topic, [event])
+                await wait_for_timeline(settings, hub, count)
+            deadline = time.monotonic() + 60
+            while not hub.client.query("SELECT count() FROM customer_identities FINAL WHERE has(identifiers, 'email:alice@x.com')").result_rows[0][0]:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.5)
+            env = child_environment(settings, hub.bootstrap)
+            forgotten = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "infra.cli", "forget", alice],
+                                                env=env, capture_output=True, text=True, timeout=60)
+            assert forgotten.returncode == 0, forgotten.stderr
+            while "Call me" in repr(hub.client.query("SELECT payload_json FROM timeline_events").result_rows) or \
+                    hub.client.query("SELECT count() FROM customer_identities WHERE has(identifiers, 'email:alice@x.com')").result_rows[0][0]:
+                assert time.monotonic() < deadline + 60, "personal data still in ClickHouse"
+                await asyncio.sleep(0.5)
+            await produce(settings, topic, [channel_event("W-2", [("email", "alice@x.com")], 20)])  # she comes back
+            timeline = await wait_for_timeline(settings, hub, 3)
+            erasures = await read(settings, hub, settings.topics.customer_erasures, "customer_erasure")
+            profiles = await read(settings, hub, settings.topics.customer_profiles, "customer_profile")
+            amounts = hub.client.query("SELECT sum(amount_minor) FROM timeline_events FINAL").result_rows[0][0]
+            return timeline, erasures, profiles, amounts
+
+    timeline, erasures, profiles, amounts = asyncio.run(scenario())
+    [(_, erasure)] = erasures
+    assert erasure["customer_id"] == alice and alice in erasure["customer_ids"] and erasure["identifiers_removed"] == 1
+    assert profiles[-1][0] != alice or profiles[-1][1] is not None
+    assert [value for key, value in profiles if key == alice][-1] is None   # tombstone
+    returning = [r for _, r in timeline if r["source_id"] == "W-2"][0]["customer_id"]
+    assert returning != alice                                              # a fresh start, not re-linked
+    assert amounts == 2000                                                 # the totals stay

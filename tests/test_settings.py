@@ -15,7 +15,7 @@ def test_defaults_mean_embedded_servers():
     settings = load_settings()
     assert settings.embedded_kafka and settings.embedded_clickhouse
     assert settings.topics.all_names() == ["customer-timeline", "customer-profiles", "identity-merges", "identity-warnings",
-                                           "identity-commands", "campaigns", "dead-letters"]
+                                           "identity-commands", "campaigns", "customer-erasures", "dead-letters"]
     assert settings.topics.channel_pattern == r"^channel\."
 
 
