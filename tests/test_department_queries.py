@@ -134,6 +134,10 @@ def test_it_flags_a_spike_nobody_announced_and_load_over_capacity(client):
     rows = run(client, "it_load_per_minute", capacity=10)
     assert [(r["minute"].strftime("%d %H:%M"), r["events"], r["per_channel"], r["campaigns_active"], r["flag"]) for r in rows] == [
         ("19 10:00", 4, "app:3 web:1", [], "spike without an announced campaign")]
+    # the campaign promises 5,000 extra visitors over 1,440 minutes on top of a typical minute of 1 event
+    [campaign] = run(client, "it_campaign_capacity", capacity=4)
+    assert (campaign["expected_per_minute"], campaign["flag"]) == (4.5, "expected load over capacity")
+    assert run(client, "it_campaign_capacity", capacity=5)[0]["flag"] == ""
     over = run(client, "it_load_per_minute", capacity=1)
     assert [r["flag"] for r in over] == ["over capacity"]
     lag = {r["channel"]: r for r in run(client, "it_ingestion_lag")}
