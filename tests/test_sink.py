@@ -67,6 +67,20 @@ def stored(client) -> tuple[int, int, int]:
                               "sum(amount_minor) FROM timeline_events FINAL").result_rows[0])
 
 
+def start_sink(settings, client, **sink_settings) -> tuple[asyncio.Task, asyncio.Event, ClickHouseSink]:
+    tuned = settings.model_copy(update={"sink": settings.sink.model_copy(update=sink_settings)})
+    stop = asyncio.Event()
+    sink = ClickHouseSink(tuned, settings.kafka.bootstrap_servers, client)
+    return asyncio.create_task(sink.run(stop)), stop, sink
+
+
+async def wait_until_stored(client, count: int, timeout: float, sink: ClickHouseSink | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while stored(client)[0] < count:
+        assert time.monotonic() < deadline, (stored(client), sink and sink.stats)
+        await asyncio.sleep(0.3)
+
+
 @pytest.fixture
 def client(settings):
     client = LockedClient(open_client(settings))
@@ -77,17 +91,11 @@ def client(settings):
 def test_inserts_refused_for_30_seconds_then_everything_arrives_once(settings, client):
     count = 2000
     flaky = FlakyClient(client, until=time.monotonic() + 30)
-    fast_retries = settings.model_copy(update={"sink": settings.sink.model_copy(update={"retry_max_seconds": 2.0})})
 
     async def scenario():
         await produce_timeline(settings, count)
-        stop = asyncio.Event()
-        sink = ClickHouseSink(fast_retries, settings.kafka.bootstrap_servers, flaky)
-        task = asyncio.create_task(sink.run(stop))
-        deadline = time.monotonic() + 90
-        while stored(client)[0] < count:
-            assert time.monotonic() < deadline, (stored(client), sink.stats)
-            await asyncio.sleep(0.5)
+        task, stop, sink = start_sink(settings, flaky, retry_max_seconds=2.0)
+        await wait_until_stored(client, count, 90, sink)
         stop.set()
         return await task
 
@@ -99,31 +107,25 @@ def test_inserts_refused_for_30_seconds_then_everything_arrives_once(settings, c
 def test_sink_stopped_between_insert_and_commit_replays_without_duplicates(settings, client):
     count = 3000
     inserted_once = threading.Event()
+
     def hold_first_insert(n: int) -> None:
         if n == 1:  # hold the sink between its first insert and its commit while the test kills it
             inserted_once.set()
             time.sleep(1.0)
 
     flaky = FlakyClient(client, after_insert=hold_first_insert)
-    small_batches = settings.model_copy(update={"sink": settings.sink.model_copy(update={"batch_max_rows": 1000})})
 
     async def scenario():
         await produce_timeline(settings, count)
-        stop = asyncio.Event()
-        sink = ClickHouseSink(small_batches, settings.kafka.bootstrap_servers, flaky)
-        task = asyncio.create_task(sink.run(stop))
+        task, _, _ = start_sink(settings, flaky, batch_max_rows=1000)
         while not inserted_once.is_set():
             await asyncio.sleep(0.001)
         task.cancel()  # killed: its first batch is in ClickHouse, its offsets were never committed
         with pytest.raises(asyncio.CancelledError):
             await task
         in_clickhouse_when_killed = stored(client)[0]
-        stop = asyncio.Event()
-        again = asyncio.create_task(ClickHouseSink(small_batches, settings.kafka.bootstrap_servers, client).run(stop))
-        deadline = time.monotonic() + 60
-        while stored(client)[0] < count:
-            assert time.monotonic() < deadline, stored(client)
-            await asyncio.sleep(0.3)
+        again, stop, _ = start_sink(settings, client, batch_max_rows=1000)
+        await wait_until_stored(client, count, 60)
         await asyncio.sleep(1.0)  # a late duplicate would land within a batch interval
         stop.set()
         return in_clickhouse_when_killed, await again
