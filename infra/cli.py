@@ -100,7 +100,7 @@ async def _demo(settings: Settings, timeout: float) -> None:
                                            f"{dead}/{rejected} dead letters; see {hub.worker.log_file}")
             await asyncio.sleep(0.5)
         result = hub.client.query(named_query("timeline"))
-        click.echo(f"\nThe customer timeline in ClickHouse (timeline_events, {len(result.result_rows)} rows):")
+        click.echo(f"\nThe customer timeline in ClickHouse (timeline_current: ids resolved across channels, {len(result.result_rows)} rows):")
         _print_table(list(result.column_names), result.result_rows)
         result = hub.client.query(named_query("dead_letters"))
         click.echo(f"\nDead letters in ClickHouse ({len(result.result_rows)} rows):")
