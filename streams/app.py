@@ -33,7 +33,6 @@ from schemas.models import dead_letter
 from schemas.serde import codec
 from streams import profiles as profile_state
 from streams.batch_state import BatchState
-from streams.identifiers import normalize_all
 from streams.identity import IdentityGraph, IdentityRules, Resolution, event_identifiers
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,6 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     profiles = BatchState(profile_table)
     views.append(profiles)
     graph = IdentityGraph(rules, *views[:6])
-    blocked = {v.lower() for v in rules.blocked_values}
     codecs = {name: codec(name, registry, topic) for name, topic in (
         ("channel_event", None), ("timeline_event", topics.customer_timeline), ("identity_merge", topics.identity_merges),
         ("identity_warning", topics.identity_warnings), ("customer_profile", topics.customer_profiles),
@@ -156,11 +154,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             publish_changes(result, sends, changed, absorbed)
             profiles[customer_id] = profile_state.fold(profiles.get(customer_id) or profile_state.empty(customer_id), event)
             changed.add(customer_id)
-        identifiers, _ = normalize_all(event["identifiers"], rules.default_region, blocked)
         timeline = {
             "event_id": event["event_id"], "event_time": event["occurred_at"], "channel": event["channel"],
             "event_type": event["event_type"], "customer_id": customer_id, "source_id": event["source_id"],
-            "identifiers": [{"kind": i.kind, "value": i.value} for i in identifiers if i.kind not in TIMELINE_KINDS_EXCLUDED],
+            "identifiers": [{"kind": i.kind, "value": i.value} for i in result.identifiers
+                            if i.kind not in TIMELINE_KINDS_EXCLUDED],
             "amount_minor": event["total_minor"], "currency": event["currency"],
             "payload_json": json.dumps({name: event[name] for name in (
                 "lines", "shipping_cost_minor", "discount_minor", "campaign", "related_order_id", "status", "text",

@@ -119,10 +119,10 @@ class IdentityGraph:
 
     def resolve(self, event_id: str, raw_identifiers: list[dict], at: int | None = None) -> Resolution:
         """The customer of an event; at (epoch ms) is when it happened, for the shared-identifier window."""
+        identifiers, dropped = normalize_all(raw_identifiers, self.rules.default_region, self.blocked)
         known = self.events.get(event_id)
         if known is not None:
-            return Resolution(self.current(known), [], duplicate=True)
-        identifiers, dropped = normalize_all(raw_identifiers, self.rules.default_region, self.blocked)
+            return Resolution(self.current(known), identifiers, duplicate=True)
         own_orders = {i.key for i in identifiers if i.kind == "order"}
         mentions = {f"order:{i.value}" for i in identifiers if i.kind == MENTION_KIND} - own_orders
         identifiers = [Identifier("order", i.value) if i.kind == MENTION_KIND else i for i in identifiers]

@@ -84,7 +84,7 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(settings, tmp_pat
             killed_at = counts(hub)[0]
             await producing
             hub.worker = WorkerProcess(settings, hub.bootstrap).start()
-            await wait_for(lambda: counts(hub)[0] >= 6000, 120, "6000 orders in ClickHouse after restart", hub)
+            await wait_for(lambda: counts(hub)[0] >= 6000, 300, "6000 orders in ClickHouse after restart", hub)
             await asyncio.sleep(1.0)
             ids = hub.client.query("SELECT source_id FROM timeline_events FINAL").result_rows
             on_topic = len(await read_topic(settings, hub.bootstrap, settings.topics.customer_timeline))
