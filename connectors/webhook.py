@@ -41,15 +41,14 @@ def parse_body(body: bytes, content_type: str, request_id: str) -> list[SourceRe
     """The records of a request body; a body that is not JSON is one record with an error."""
     position = f"request {request_id}"
     if "ndjson" in content_type or "jsonl" in content_type or "json-seq" in content_type:
-        items, records = [], []
+        items = []
         for index, line in enumerate(l for l in body.splitlines() if l.strip()):
             record = SourceRecord(f"{position} item {index}", line)
             try:
                 record.value = json.loads(line)
             except ValueError as error:
                 record.error = f"not valid JSON: {error}"
-            records.append(record)
-        items = records
+            items.append(record)
     else:
         try:
             payload = json.loads(body)
