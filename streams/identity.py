@@ -109,7 +109,12 @@ class IdentityGraph:
 
     def owner(self, key: str) -> str | None:
         owner = self.owners.get(key)
-        return None if owner is None else self.current(owner)
+        if owner is None:
+            return None
+        owner = self.current(owner)
+        # A worker killed mid-batch can leave an owner entry whose customer never reached the clusters
+        # changelog: the identifier is then unowned again, rather than a crash on every later event.
+        return owner if self.clusters.get(owner) is not None else None
 
     def is_shared(self, key: str) -> bool:
         entry = self.sightings.get(key)
