@@ -2,7 +2,12 @@
 
 At-least-once: a batch is committed to Kafka only after ClickHouse accepted it, so a crash replays
 it; the tables are ReplacingMergeTree keyed on the event's identity, so the replay is stored once.
-While ClickHouse refuses inserts the sink retries the same batch with exponential backoff.
+Two kinds of failure are told apart (sinks/rejections.py):
+- ClickHouse unavailable (connection refused, timeouts, overload): the same batch is retried with
+  exponential backoff, for as long as it takes; nothing is committed meanwhile.
+- ClickHouse refuses rows (a constraint, a value the column cannot hold): the batch is bisected
+  until the refused rows are isolated; they go to dead_letters with ClickHouse's reason and the raw
+  Kafka record, the rest is stored, and the batch is committed. read = stored + rejected.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -19,6 +25,7 @@ from infra.kafka import consumer_config
 from infra.settings import Settings
 from schemas.models import dead_letter
 from schemas.serde import codec
+from sinks.rejections import is_row_rejection
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,7 @@ PROFILE_COLUMNS = ["customer_id", "version", "merged_ids", "first_seen", "last_s
                    "online_revenue_minor", "store_orders", "store_revenue_minor", "average_basket_minor", "repurchased",
                    "open_tickets", "last_contact_channel", "social_mentions", "sentiment", "best_customer"]
 ERASED_PAYLOAD_KEYS = ("text", "attributes")  # free text and channel details may name or locate the person
+IDENTITY_COLUMNS = ["customer_id", "identifiers", "deleted", "updated_at"]
 CAMPAIGN_COLUMNS = ["campaign_id", "name", "starts_at", "ends_at", "audience_segment", "channels", "discount_code",
                     "media_cost_minor", "currency", "expected_extra_visitors"]
 
@@ -40,9 +48,42 @@ class SinkStats:
     timeline_rows: int = 0
     dead_letter_rows: int = 0
     identity_map_rows: int = 0
-    insert_failures: int = 0
+    records_read: int = 0
+    rows_rejected: int = 0    # refused by ClickHouse, dead-lettered with the reason
+    insert_failures: int = 0  # ClickHouse unavailable: the batch was retried
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class TableRows:
+    """Rows for one table, each with the Kafka record it came from (to dead-letter it if refused)."""
+    table: str
+    columns: list[str]
+    rows: list[list] = field(default_factory=list)
+    origins: list = field(default_factory=list)
+
+    def add(self, row: list, origin) -> None:
+        self.rows.append(row)
+        self.origins.append(origin)
+
+
+@dataclass
+class Batch:
+    """One poll's records turned into rows, in the order they are written."""
+    profiles: TableRows = field(default_factory=lambda: TableRows("customer_profiles", PROFILE_COLUMNS + ["deleted", "updated_at"]))
+    identities: TableRows = field(default_factory=lambda: TableRows("customer_identities", IDENTITY_COLUMNS))
+    campaigns: TableRows = field(default_factory=lambda: TableRows("campaigns", CAMPAIGN_COLUMNS))
+    timeline: TableRows = field(default_factory=lambda: TableRows("timeline_events", TIMELINE_COLUMNS))
+    dead: TableRows = field(default_factory=lambda: TableRows("dead_letters", DEAD_LETTER_COLUMNS))
+    merges: list[tuple[dict, object]] = field(default_factory=list)
+    erasures: list[dict] = field(default_factory=list)
+
+
+def dead_letter_row(component: str, message, error: str | Exception) -> list:
+    letter = dead_letter(component, message.topic, f"partition {message.partition} offset {message.offset}", error,
+                         message.value)
+    return [letter[column] for column in DEAD_LETTER_COLUMNS]
 
 
 class ClickHouseSink:
@@ -59,67 +100,62 @@ class ClickHouseSink:
         self.profile_codec = codec("customer_profile", registry, settings.topics.customer_profiles)
         self.erasure_codec = codec("customer_erasure", registry, settings.topics.customer_erasures)
 
-    def _profile_rows(self, message) -> tuple[list, list]:
-        """(customer_profiles row, customer_identities row): personal data goes to the second only."""
+    def _add_profile(self, batch: Batch, message) -> None:
+        """A customer_profiles row and a customer_identities row: personal data goes to the second only."""
         updated = datetime.fromtimestamp(message.timestamp / 1000, tz=timezone.utc)
         customer_id = message.key.decode()
         if message.value is None:  # tombstone: merged away or forgotten
             empty = [customer_id, 0, [], None, None, 0, 0, 0, 0, 0, 0, False, 0, None, 0, None, False]
-            return empty + [1, updated], [customer_id, [], 1, updated]
+            batch.profiles.add(empty + [1, updated], message)
+            batch.identities.add([customer_id, [], 1, updated], message)
+            return
         profile = self.profile_codec.decode(message.value)
-        return ([profile[column] for column in PROFILE_COLUMNS] + [0, updated],
-                [customer_id, profile["identifiers"], 0, updated])
+        batch.profiles.add([profile[column] for column in PROFILE_COLUMNS] + [0, updated], message)
+        batch.identities.add([customer_id, profile["identifiers"], 0, updated], message)
 
-    def _rows(self, messages) -> tuple[list[list], list[list], list[dict], list[list], list[list], list[list], list[dict]]:
-        timeline, dead, merges, campaigns, profiles, identities, erasures = [], [], [], [], [], [], []
+    def _batch(self, messages) -> Batch:
+        topics = self.settings.topics
+        batch = Batch()
         for message in messages:
             try:
-                if message.topic == self.settings.topics.customer_erasures:
-                    erasures.append(self.erasure_codec.decode(message.value))
-                elif message.topic == self.settings.topics.customer_profiles:
-                    profile, identity = self._profile_rows(message)
-                    profiles.append(profile)
-                    identities.append(identity)
-                elif message.topic == self.settings.topics.campaigns:
+                if message.topic == topics.customer_erasures:
+                    batch.erasures.append(self.erasure_codec.decode(message.value))
+                elif message.topic == topics.customer_profiles:
+                    self._add_profile(batch, message)
+                elif message.topic == topics.campaigns:
                     campaign = self.campaign_codec.decode(message.value)
-                    campaigns.append([campaign[column] for column in CAMPAIGN_COLUMNS])
-                elif message.topic == self.settings.topics.identity_merges:
+                    batch.campaigns.add([campaign[column] for column in CAMPAIGN_COLUMNS], message)
+                elif message.topic == topics.identity_merges:
                     merge = self.merge_codec.decode(message.value)
                     if merge["action"] == "merge":  # a split re-keys nothing already published
-                        merges.append(merge)
-                elif message.topic == self.settings.topics.dead_letters:
+                        batch.merges.append((merge, message))
+                elif message.topic == topics.dead_letters:
                     letter = self.dead_letter_codec.decode(message.value)
-                    dead.append([letter[column] for column in DEAD_LETTER_COLUMNS])
+                    batch.dead.add([letter[column] for column in DEAD_LETTER_COLUMNS], message)
                 else:
                     e = self.timeline_codec.decode(message.value)
-                    timeline.append([e["event_id"], e["event_time"], e["channel"], e["event_type"], e["customer_id"],
-                                     e["source_id"], e["amount_minor"], e["currency"], e["payload_json"],
-                                     message.topic, message.partition, message.offset])
+                    batch.timeline.add([e["event_id"], e["event_time"], e["channel"], e["event_type"], e["customer_id"],
+                                        e["source_id"], e["amount_minor"], e["currency"], e["payload_json"],
+                                        message.topic, message.partition, message.offset], message)
             except Exception as error:  # undecodable: keep it, as a dead letter, with the reason
-                letter = dead_letter(f"sink:{message.topic}", message.topic,
-                                     f"partition {message.partition} offset {message.offset}", error, message.value)
-                dead.append([letter[column] for column in DEAD_LETTER_COLUMNS])
-        return timeline, dead, merges, campaigns, profiles, identities, erasures
+                batch.dead.add(dead_letter_row(f"sink:{message.topic}", message, error), message)
+        return batch
 
-    def _identity_map_rows(self, merges: list[dict]) -> list[list]:
-        """absorbed -> surviving for each merge, and every id that meant the absorbed one now means the
+    def _identity_map_rows(self, merge: dict) -> list[list]:
+        """absorbed -> surviving for a merge, and every id that meant the absorbed one now means the
         survivor too (transitive), so a query needs one lookup. Replays write the same rows again."""
-        rows = []
-        for merge in merges:
-            version = int(merge["at"].timestamp() * 1000)
-            earlier = self.client.query("SELECT customer_id FROM identity_map FINAL WHERE current_id = {id:String}",
-                                        parameters={"id": merge["absorbed_id"]}).result_rows
-            for customer_id in [merge["absorbed_id"]] + [row[0] for row in earlier]:
-                rows.append([customer_id, merge["surviving_id"], version, merge["event_id"], merge["identifier"]])
-        return rows
+        version = int(merge["at"].timestamp() * 1000)
+        earlier = self.client.query("SELECT customer_id FROM identity_map FINAL WHERE current_id = {id:String}",
+                                    parameters={"id": merge["absorbed_id"]}).result_rows
+        return [[customer_id, merge["surviving_id"], version, merge["event_id"], merge["identifier"]]
+                for customer_id in [merge["absorbed_id"]] + [row[0] for row in earlier]]
 
     def _erase(self, erasure: dict) -> None:
         """Remove a customer's personal data: their identifiers, and the free text and channel details
         (addresses, handles' platforms...) of their events; amounts, lines and dates stay for the totals."""
         ids = erasure["customer_ids"]
         self.client.command("DELETE FROM customer_identities WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
-        self.client.insert("customer_identities", [[i, [], 1, erasure["at"]] for i in ids],
-                           column_names=["customer_id", "identifiers", "deleted", "updated_at"])
+        self.client.insert("customer_identities", [[i, [], 1, erasure["at"]] for i in ids], column_names=IDENTITY_COLUMNS)
         rows = self.client.query("SELECT DISTINCT event_id, payload_json FROM timeline_events WHERE customer_id IN {ids:Array(String)}",
                                  parameters={"ids": ids}).result_rows
         if not rows:
@@ -132,32 +168,58 @@ class ClickHouseSink:
             "{payloads:Array(String)}, payload_json) WHERE event_id IN {ids:Array(String)}",
             parameters={"ids": event_ids, "payloads": anonymised}, settings={"mutations_sync": 2})
 
-    def _insert(self, timeline: list[list], dead: list[list], merges: list[dict], campaigns: list[list],
-                profiles: list[list], identities: list[list], erasures: list[dict]) -> int:
-        if profiles:
-            self.client.insert("customer_profiles", profiles, column_names=PROFILE_COLUMNS + ["deleted", "updated_at"])
-            self.client.insert("customer_identities", identities,
-                               column_names=["customer_id", "identifiers", "deleted", "updated_at"])
-        if campaigns:
-            self.client.insert("campaigns", campaigns, column_names=CAMPAIGN_COLUMNS)
-        if timeline:
-            self.client.insert("timeline_events", timeline, column_names=TIMELINE_COLUMNS)
-        if dead:
-            self.client.insert("dead_letters", dead, column_names=DEAD_LETTER_COLUMNS)
-        for erasure in erasures:  # after this batch's inserts, so nothing of theirs comes back with it
+    def _insert_isolating(self, rows: TableRows, start: int = 0, end: int | None = None) -> list[tuple[object, Exception]]:
+        """Insert rows[start:end]; when ClickHouse refuses rows (not an outage), bisect until each refused row
+        stands alone, store the others, and return the refused ones with ClickHouse's reason. An outage
+        raises, and the caller retries the whole batch (what was stored meanwhile is stored once: the
+        tables are keyed on the records' identity)."""
+        end = len(rows.rows) if end is None else end
+        if start >= end:
+            return []
+        try:
+            self.client.insert(rows.table, rows.rows[start:end], column_names=rows.columns)
+            return []
+        except Exception as error:
+            if not is_row_rejection(error):
+                raise
+            if end - start == 1:
+                return [(rows.origins[start], error)]
+        middle = (start + end) // 2
+        return self._insert_isolating(rows, start, middle) + self._insert_isolating(rows, middle, end)
+
+    def _insert(self, batch: Batch) -> tuple[int, Counter]:
+        """Write a batch; returns the identity_map rows written and the rows refused (dead-lettered) per table."""
+        refused: list[list] = []
+        refused_by_table: Counter = Counter()
+        for rows in (batch.profiles, batch.identities, batch.campaigns, batch.timeline):
+            for origin, error in self._insert_isolating(rows):
+                refused_by_table[rows.table] += 1
+                log.warning("ClickHouse refused a row of %s (%s partition %s offset %s): %s",
+                            rows.table, origin.topic, origin.partition, origin.offset, error)
+                refused.append(dead_letter_row(f"sink:clickhouse:{rows.table}", origin, f"ClickHouse refused the row: {error}"))
+        for erasure in batch.erasures:  # after this batch's inserts, so nothing of theirs comes back with it
             self._erase(erasure)
         mapped = 0
-        for merge in merges:  # one at a time: a merge may re-key what the previous one wrote
-            rows = self._identity_map_rows([merge])
-            self.client.insert("identity_map", rows, column_names=IDENTITY_MAP_COLUMNS)
-            mapped += len(rows)
-        return mapped
+        for merge, origin in batch.merges:  # one at a time: a merge may re-key what the previous one wrote
+            identity_rows = TableRows("identity_map", IDENTITY_MAP_COLUMNS)
+            for row in self._identity_map_rows(merge):
+                identity_rows.add(row, origin)
+            failed = self._insert_isolating(identity_rows)
+            for _, error in failed[:1]:
+                refused_by_table["identity_map"] += 1
+                refused.append(dead_letter_row("sink:clickhouse:identity_map", origin, f"ClickHouse refused the row: {error}"))
+            mapped += len(identity_rows.rows) - len(failed)
+        dead = TableRows("dead_letters", DEAD_LETTER_COLUMNS, batch.dead.rows + refused, batch.dead.origins + [None] * len(refused))
+        unstored = self._insert_isolating(dead)
+        if unstored:  # nowhere left to keep them: better to stop and say so than to lose them
+            raise RuntimeError(f"ClickHouse refused {len(unstored)} dead-letter rows: {unstored[0][1]}")
+        return mapped, refused_by_table
 
-    async def _insert_with_retry(self, rows: tuple, stop: asyncio.Event) -> int | None:
+    async def _insert_with_retry(self, batch: Batch, stop: asyncio.Event) -> tuple[int, Counter] | None:
         delay = self.settings.sink.retry_initial_seconds
         while True:
             try:
-                return await asyncio.to_thread(self._insert, *rows)
+                return await asyncio.to_thread(self._insert, batch)
             except Exception as error:
                 self.stats.insert_failures += 1
                 self.stats.last_error = str(error)
@@ -193,16 +255,18 @@ class ClickHouseSink:
                         messages.extend(partition_messages)
                 if not messages:
                     continue
-                rows = self._rows(messages)
-                timeline, dead = rows[0], rows[1]
-                mapped = await self._insert_with_retry(rows, stop)
-                if mapped is None:
+                batch = self._batch(messages)
+                written = await self._insert_with_retry(batch, stop)
+                if written is None:
                     break
                 await consumer.commit()
+                mapped, refused = written
                 self.stats.batches += 1
-                self.stats.timeline_rows += len(timeline)
-                self.stats.dead_letter_rows += len(dead)
+                self.stats.records_read += len(messages)
+                self.stats.timeline_rows += len(batch.timeline.rows) - refused["timeline_events"]
+                self.stats.dead_letter_rows += len(batch.dead.rows) + sum(refused.values())
                 self.stats.identity_map_rows += mapped
+                self.stats.rows_rejected += sum(refused.values())
         finally:
             await consumer.stop()
         return self.stats

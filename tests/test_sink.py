@@ -134,3 +134,74 @@ def test_sink_stopped_between_insert_and_commit_replays_without_duplicates(setti
     assert 0 < in_clickhouse_when_killed < count
     assert restarted.timeline_rows == count  # the restarted sink wrote the uncommitted batch again...
     assert stored(client) == (count, count, sum(100 + i for i in range(count)))   # ...and it is seen once
+
+
+def campaign_record(campaign_id: str, expected_extra_visitors: int) -> dict:
+    return {"campaign_id": campaign_id, "name": campaign_id, "starts_at": T0, "ends_at": T0 + timedelta(days=1),
+            "audience_segment": "best_customers", "channels": ["tv"], "discount_code": None,
+            "media_cost_minor": 100_000, "currency": "EUR", "expected_extra_visitors": expected_extra_visitors}
+
+
+async def produce_records(settings, topic: str, schema: str, records: list[dict]) -> list[tuple[int, int]]:
+    """Sends records one by one; returns each one's (partition, offset)."""
+    encode = codec(schema).encode
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, encode(record), key=str(i).encode()) for i, record in enumerate(records)]
+        return [(meta.partition, meta.offset) for meta in await asyncio.gather(*sent)]
+    finally:
+        await producer.stop()
+
+
+def test_rows_clickhouse_refuses_are_dead_lettered_with_the_reason_and_the_rest_is_stored(settings, client):
+    ensure_topics(settings.kafka.bootstrap_servers, settings.topics.all_names(), settings.topics.partitions, 1)
+    count = 1000
+    events = [timeline_event(i) for i in range(count)]
+    wrong_clock = {137: datetime(2150, 1, 1, tzinfo=timezone.utc), 555: datetime(1999, 12, 31, tzinfo=timezone.utc),
+                   556: datetime(2150, 6, 1, tzinfo=timezone.utc)}  # refused by the event_time_plausible constraint
+    for i, when in wrong_clock.items():
+        events[i]["event_time"] = when
+    campaigns = [campaign_record("spring", 1000), campaign_record("minus", -5), campaign_record("autumn", 0)]  # UInt64
+
+    async def scenario():
+        event_positions = await produce_records(settings, settings.topics.customer_timeline, "timeline_event", events)
+        campaign_positions = await produce_records(settings, settings.topics.campaigns, "campaign", campaigns)
+        task, stop, sink = start_sink(settings, client, batch_max_rows=400)
+        await wait_until_stored(client, count - len(wrong_clock), 60, sink)
+        deadline = time.monotonic() + 30
+        while sink.stats.records_read < count + len(campaigns):
+            assert time.monotonic() < deadline and not task.done(), sink.stats
+            await asyncio.sleep(0.2)
+        stop.set()
+        first = await task
+        # A restarted sink of the same group reads only what came after: the refused rows' batches were committed.
+        await produce_records(settings, settings.topics.customer_timeline, "timeline_event", [timeline_event(count)])
+        task, stop, again = start_sink(settings, client)
+        await wait_until_stored(client, count - len(wrong_clock) + 1, 60, again)
+        stop.set()
+        return event_positions, campaign_positions, first, await task
+
+    event_positions, campaign_positions, first, second = asyncio.run(scenario())
+    assert first.insert_failures == 0  # refused rows are not an outage: nothing was retried
+    assert first.rows_rejected == len(wrong_clock) + 1
+    assert first.records_read == count + len(campaigns) == first.timeline_rows + 2 + first.rows_rejected
+    assert second.records_read == 1
+    good = [i for i in range(count + 1) if i not in wrong_clock]
+    assert stored(client) == (len(good), len(good), sum(100 + i for i in good))
+    assert sorted(r[0] for r in client.query("SELECT campaign_id FROM campaigns FINAL").result_rows) == ["autumn", "spring"]
+
+    letters = client.query("SELECT component, source, position, error, raw FROM dead_letters FINAL ORDER BY position",
+                           column_formats={"raw": "bytes"}).result_rows
+    by_position = {(component, position): (source, error, raw) for component, source, position, error, raw in letters}
+    assert len(letters) == len(wrong_clock) + 1
+    decode = codec("timeline_event").decode
+    for i in wrong_clock:
+        partition, offset = event_positions[i]
+        source, error, raw = by_position[("sink:clickhouse:timeline_events", f"partition {partition} offset {offset}")]
+        assert source == settings.topics.customer_timeline
+        assert "VIOLATED_CONSTRAINT" in error and "event_time_plausible" in error
+        assert decode(raw)["event_id"] == events[i]["event_id"]  # the record as it was on Kafka
+    partition, offset = campaign_positions[1]
+    source, error, _ = by_position[("sink:clickhouse:campaigns", f"partition {partition} offset {offset}")]
+    assert source == settings.topics.campaigns and "expected_extra_visitors" in error
