@@ -11,8 +11,8 @@ the customer's profile (streams/profiles.py), and publishes
 
 At-least-once: Faust commits a source offset only after the batch is processed and every record it
 produced is acknowledged, so a crashed worker re-processes from the last commit. A redelivered
-event changes no state (the events table knows it) and its timeline record is published again with
-the same event id, which consumers deduplicate on. exactly_once is not an option on tansu.
+event changes no state (the events table knows it) and its timeline record is published again as it
+was, with the same event id and customer id, so consumers deduplicate it as one record. exactly_once is not an option on tansu.
 
 Consistency: the identity graph is one state, so resolution runs on one worker; the tables use the
 key partitioner, so each key's history is in one changelog partition and replays in order.

@@ -127,7 +127,9 @@ class IdentityGraph:
         identifiers, dropped = normalize_all(raw_identifiers, self.rules.default_region, self.blocked)
         known = self.events.get(event_id)
         if known is not None:
-            return Resolution(self.current(known), identifiers, duplicate=True)
+            # A redelivered event keeps the customer id it was first published with, so every copy of it is the
+            # same record (consumers and ClickHouse deduplicate on it); identity-merges say what that id means now.
+            return Resolution(known, identifiers, duplicate=True)
         own_orders = {i.key for i in identifiers if i.kind == "order"}
         mentions = {f"order:{i.value}" for i in identifiers if i.kind == MENTION_KIND} - own_orders
         identifiers = [Identifier("order", i.value) if i.kind == MENTION_KIND else i for i in identifiers]

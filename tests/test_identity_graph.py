@@ -128,3 +128,14 @@ def test_sightings_outside_the_window_do_not_make_an_identifier_shared():
     assert not g.is_shared("phone:+33612345678")
     g.resolve("e3", ids(("loyalty_id", "LC-3"), ("phone", "0612345678")), at=61 * day)
     assert g.is_shared("phone:+33612345678")
+
+
+def test_a_redelivered_event_keeps_the_customer_id_it_was_first_published_with():
+    g = graph()
+    alice = g.resolve("w1", ids(("email", "alice@x.com"))).customer_id
+    card = g.resolve("r1", ids(("loyalty_id", "LC-1"), ("phone", "0612345678"))).customer_id
+    g.resolve("w2", ids(("email", "alice@x.com"), ("phone", "0612345678")))   # the card's customer merged into alice's (older)
+    assert g.current(card) == alice != card
+    again = g.resolve("r1", ids(("loyalty_id", "LC-1"), ("phone", "0612345678")))
+    # the same record as the first time (its sort key in ClickHouse too); the merge re-keys it at query time
+    assert again.duplicate and again.customer_id == card and not again.merges

@@ -1,24 +1,26 @@
 -- Finance: a campaign's profitability over its window: revenue, cost of goods, shipping, media, net margin.
 -- Orders count when they carry the campaign's discount code. Parameter: campaign.
+-- Totals need no customer id, so they read the events (one row per event with FINAL) and their lines in one pass each.
 WITH (SELECT discount_code FROM campaigns FINAL WHERE campaign_id = {campaign:String}) AS code,
      (SELECT media_cost_minor FROM campaigns FINAL WHERE campaign_id = {campaign:String}) AS media_minor,
      (SELECT starts_at FROM campaigns FINAL WHERE campaign_id = {campaign:String}) AS window_start,
-     (SELECT ends_at FROM campaigns FINAL WHERE campaign_id = {campaign:String}) AS window_end,
-     promotion_orders AS (
-        SELECT event_id, amount_minor, JSONExtractInt(payload_json, 'shipping_cost_minor') AS shipping_minor
-        FROM timeline_current
-        WHERE event_type IN ('order', 'receipt') AND JSONExtractString(payload_json, 'campaign') = code
-          AND event_time >= window_start AND event_time < window_end),
-     goods AS (
-        SELECT sum(quantity * ifNull(unit_cost_minor, 0)) AS cost_minor
-        FROM order_lines FINAL
-        WHERE event_id IN (SELECT event_id FROM promotion_orders))
+     (SELECT ends_at FROM campaigns FINAL WHERE campaign_id = {campaign:String}) AS window_end
 SELECT
     {campaign:String} AS campaign,
-    (SELECT count() FROM promotion_orders) AS orders,
-    toDecimal64((SELECT sum(amount_minor) FROM promotion_orders) / 100, 2) AS revenue,
-    toDecimal64((SELECT cost_minor FROM goods) / 100, 2) AS cost_of_goods,
-    toDecimal64((SELECT sum(shipping_minor) FROM promotion_orders) / 100, 2) AS shipping,
+    orders.orders AS orders,
+    toDecimal64(orders.revenue_minor / 100, 2) AS revenue,
+    toDecimal64(goods.cost_minor / 100, 2) AS cost_of_goods,
+    toDecimal64(orders.shipping_minor / 100, 2) AS shipping,
     toDecimal64(media_minor / 100, 2) AS media,
-    toDecimal64(((SELECT sum(amount_minor) FROM promotion_orders) - (SELECT cost_minor FROM goods)
-                 - (SELECT sum(shipping_minor) FROM promotion_orders) - media_minor) / 100, 2) AS net_margin
+    toDecimal64((orders.revenue_minor - goods.cost_minor - orders.shipping_minor - media_minor) / 100, 2) AS net_margin
+FROM (
+    SELECT count() AS orders, sum(amount_minor) AS revenue_minor,
+           sum(shipping_cost_minor) AS shipping_minor
+    FROM timeline_events FINAL
+    WHERE event_type IN ('order', 'receipt') AND event_time >= window_start AND event_time < window_end
+      AND campaign = code) AS orders
+CROSS JOIN (
+    -- order_lines holds the lines of orders and receipts with their event's campaign code and time
+    SELECT sum(quantity * ifNull(unit_cost_minor, 0)) AS cost_minor
+    FROM order_lines FINAL
+    WHERE campaign = code AND event_time >= window_start AND event_time < window_end) AS goods

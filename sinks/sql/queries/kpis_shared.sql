@@ -7,5 +7,5 @@ SELECT
     uniqExactIf(customer_id, event_type IN ('order', 'receipt')) AS buying_customers,
     (SELECT round(countIf(repurchased = 1) / count(), 4) FROM customer_profiles FINAL
      WHERE deleted = 0 AND online_orders + store_orders > 0) AS repurchase_rate,
-    (SELECT max(n) FROM (SELECT count() AS n FROM timeline_current GROUP BY toStartOfMinute(event_time))) AS peak_events_per_minute
+    (SELECT max(n) FROM (SELECT count() AS n FROM timeline_events FINAL GROUP BY toStartOfMinute(event_time))) AS peak_events_per_minute
 FROM timeline_current

@@ -2,7 +2,7 @@
 WITH (SELECT discount_code FROM campaigns FINAL WHERE campaign_id = {campaign:String}) AS code,
      best AS (SELECT customer_id FROM customer_profiles FINAL WHERE best_customer = 1 AND deleted = 0),
      reached AS (SELECT DISTINCT customer_id FROM timeline_current
-                 WHERE JSONExtractString(payload_json, 'campaign') IN (code, {campaign:String}))
+                 WHERE campaign IN (code, {campaign:String}))
 SELECT
     (SELECT count() FROM best) AS best_customers,
     (SELECT count() FROM best WHERE customer_id IN (SELECT customer_id FROM reached)) AS best_customers_reached,

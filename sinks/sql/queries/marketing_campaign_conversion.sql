@@ -4,11 +4,11 @@ SELECT if(channel = '', 'all', channel) AS channel_name, visits, orders, revenue
        if(visits = 0, NULL, round(orders / visits, 4)) AS conversion_rate
 FROM (
     SELECT channel,
-           countIf(event_type = 'session' AND JSONExtractString(payload_json, 'campaign') = {campaign:String}) AS visits,
-           countIf(event_type IN ('order', 'receipt') AND JSONExtractString(payload_json, 'campaign') = code) AS orders,
+           countIf(event_type = 'session' AND campaign = {campaign:String}) AS visits,
+           countIf(event_type IN ('order', 'receipt') AND campaign = code) AS orders,
            toDecimal64(ifNull(sumIf(amount_minor, event_type IN ('order', 'receipt')
-                                                 AND JSONExtractString(payload_json, 'campaign') = code), 0) / 100, 2) AS revenue
-    FROM timeline_current
+                                                 AND campaign = code), 0) / 100, 2) AS revenue
+    FROM timeline_events FINAL  -- counts need no customer id
     GROUP BY channel WITH ROLLUP)
 WHERE visits > 0 OR orders > 0
 ORDER BY channel_name

@@ -6,7 +6,7 @@ SELECT
     o.source_id AS order_id,
     toDecimal64(o.amount_minor / 100, 2) AS order_amount,
     t.customer_id = o.customer_id AS same_customer
-FROM (SELECT * FROM timeline_current WHERE JSONExtractString(payload_json, 'related_order_id') != '') AS t
+FROM (SELECT * FROM timeline_current WHERE related_order_id != '') AS t
 INNER JOIN (SELECT * FROM timeline_current WHERE channel = 'web' AND event_type = 'order') AS o
-    ON JSONExtractString(t.payload_json, 'related_order_id') = o.source_id
+    ON t.related_order_id = o.source_id
 ORDER BY contacted_at, contact
