@@ -12,6 +12,7 @@ Two kinds of failure are told apart (sinks/rejections.py):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -32,11 +33,13 @@ log = logging.getLogger(__name__)
 TIMELINE_COLUMNS = ["event_id", "event_time", "channel", "event_type", "customer_id", "source_id", "amount_minor",
                     "currency", "payload_json", "kafka_topic", "kafka_partition", "kafka_offset"]
 DEAD_LETTER_COLUMNS = ["component", "source", "position", "error", "raw", "rejected_at"]
-IDENTITY_MAP_COLUMNS = ["customer_id", "current_id", "version", "merge_event", "identifier"]
+IDENTITY_MAP_COLUMNS = ["customer_id", "current_id", "version", "merge_event", "identifier_sha256"]
 PROFILE_COLUMNS = ["customer_id", "version", "merged_ids", "first_seen", "last_seen", "events", "online_orders",
                    "online_revenue_minor", "store_orders", "store_revenue_minor", "average_basket_minor", "repurchased",
                    "open_tickets", "last_contact_channel", "social_mentions", "sentiment", "best_customer"]
-ERASED_PAYLOAD_KEYS = ("text", "attributes")  # free text and channel details may name or locate the person
+# Free text and channel details may name or locate the person: stored apart, in event_details.
+PERSONAL_PAYLOAD_KEYS = ("text", "attributes")
+EVENT_DETAIL_COLUMNS = ["event_id", "customer_id", "event_time", "channel", "text", "attributes_json"]
 IDENTITY_COLUMNS = ["customer_id", "identifiers", "deleted", "updated_at"]
 CAMPAIGN_COLUMNS = ["campaign_id", "name", "starts_at", "ends_at", "audience_segment", "channels", "discount_code",
                     "media_cost_minor", "currency", "expected_extra_visitors"]
@@ -75,9 +78,20 @@ class Batch:
     identities: TableRows = field(default_factory=lambda: TableRows("customer_identities", IDENTITY_COLUMNS))
     campaigns: TableRows = field(default_factory=lambda: TableRows("campaigns", CAMPAIGN_COLUMNS))
     timeline: TableRows = field(default_factory=lambda: TableRows("timeline_events", TIMELINE_COLUMNS))
+    details: TableRows = field(default_factory=lambda: TableRows("event_details", EVENT_DETAIL_COLUMNS))
     dead: TableRows = field(default_factory=lambda: TableRows("dead_letters", DEAD_LETTER_COLUMNS))
     merges: list[tuple[dict, object]] = field(default_factory=list)
     erasures: list[dict] = field(default_factory=list)
+
+
+def split_personal(payload_json: str) -> tuple[str, str | None, dict | None]:
+    """(payload without personal keys, its free text, its attributes): the first goes to timeline_events,
+    the others to event_details."""
+    if not any(f'"{key}"' in payload_json for key in PERSONAL_PAYLOAD_KEYS):  # most events: nothing to parse
+        return payload_json, None, None
+    payload = json.loads(payload_json)
+    text, attributes = payload.pop("text", None), payload.pop("attributes", None)
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False), text, attributes
 
 
 def dead_letter_row(component: str, message, error: str | Exception) -> list:
@@ -134,9 +148,13 @@ class ClickHouseSink:
                     batch.dead.add([letter[column] for column in DEAD_LETTER_COLUMNS], message)
                 else:
                     e = self.timeline_codec.decode(message.value)
+                    payload_json, text, attributes = split_personal(e["payload_json"])
                     batch.timeline.add([e["event_id"], e["event_time"], e["channel"], e["event_type"], e["customer_id"],
-                                        e["source_id"], e["amount_minor"], e["currency"], e["payload_json"],
+                                        e["source_id"], e["amount_minor"], e["currency"], payload_json,
                                         message.topic, message.partition, message.offset], message)
+                    if text is not None or attributes is not None:
+                        batch.details.add([e["event_id"], e["customer_id"], e["event_time"], e["channel"], text or "",
+                                           json.dumps(attributes or {}, separators=(",", ":"), ensure_ascii=False)], message)
             except Exception as error:  # undecodable: keep it, as a dead letter, with the reason
                 batch.dead.add(dead_letter_row(f"sink:{message.topic}", message, error), message)
         return batch
@@ -147,7 +165,8 @@ class ClickHouseSink:
         version = int(merge["at"].timestamp() * 1000)
         earlier = self.client.query("SELECT customer_id FROM identity_map FINAL WHERE current_id = {id:String}",
                                     parameters={"id": merge["absorbed_id"]}).result_rows
-        return [[customer_id, merge["surviving_id"], version, merge["event_id"], merge["identifier"]]
+        identifier = hashlib.sha256(merge["identifier"].encode()).hexdigest()  # every department reads identity_map
+        return [[customer_id, merge["surviving_id"], version, merge["event_id"], identifier]
                 for customer_id in [merge["absorbed_id"]] + [row[0] for row in earlier]]
 
     def _erase(self, erasure: dict) -> None:
@@ -156,13 +175,15 @@ class ClickHouseSink:
         ids = erasure["customer_ids"]
         self.client.command("DELETE FROM customer_identities WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
         self.client.insert("customer_identities", [[i, [], 1, erasure["at"]] for i in ids], column_names=IDENTITY_COLUMNS)
-        rows = self.client.query("SELECT DISTINCT event_id, payload_json FROM timeline_events WHERE customer_id IN {ids:Array(String)}",
-                                 parameters={"ids": ids}).result_rows
+        self.client.command("DELETE FROM event_details WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
+        # Events stored before event_details existed (migration 0010) may still carry text in their payload.
+        keys = "[" + ", ".join(f"'{key}'" for key in PERSONAL_PAYLOAD_KEYS) + "]"
+        rows = self.client.query("SELECT DISTINCT event_id, payload_json FROM timeline_events WHERE customer_id IN {ids:Array(String)} "
+                                 f"AND hasAny(JSONExtractKeys(payload_json), {keys})", parameters={"ids": ids}).result_rows
         if not rows:
             return
         event_ids = [row[0] for row in rows]
-        anonymised = [json.dumps({k: v for k, v in json.loads(row[1]).items() if k not in ERASED_PAYLOAD_KEYS},
-                                 separators=(",", ":")) for row in rows]
+        anonymised = [split_personal(row[1])[0] for row in rows]
         self.client.command(
             "ALTER TABLE timeline_events UPDATE payload_json = transform(event_id, {ids:Array(String)}, "
             "{payloads:Array(String)}, payload_json) WHERE event_id IN {ids:Array(String)}",
@@ -191,8 +212,14 @@ class ClickHouseSink:
         """Write a batch; returns the identity_map rows written and the rows refused (dead-lettered) per table."""
         refused: list[list] = []
         refused_by_table: Counter = Counter()
-        for rows in (batch.profiles, batch.identities, batch.campaigns, batch.timeline):
+        refused_events: set[int] = set()
+        for rows in (batch.profiles, batch.identities, batch.campaigns, batch.timeline, batch.details):
+            if rows is batch.details and refused_events:  # an event not stored keeps no details either
+                kept = [i for i, origin in enumerate(rows.origins) if id(origin) not in refused_events]
+                rows = TableRows(rows.table, rows.columns, [rows.rows[i] for i in kept], [rows.origins[i] for i in kept])
             for origin, error in self._insert_isolating(rows):
+                if rows is batch.timeline:
+                    refused_events.add(id(origin))
                 refused_by_table[rows.table] += 1
                 log.warning("ClickHouse refused a row of %s (%s partition %s offset %s): %s",
                             rows.table, origin.topic, origin.partition, origin.offset, error)

@@ -2,6 +2,7 @@
 numbers are worked out by hand in the comments."""
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -9,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from infra.clickhouse import open_client
-from sinks.clickhouse_sink import TIMELINE_COLUMNS
+from sinks.clickhouse_sink import EVENT_DETAIL_COLUMNS, IDENTITY_MAP_COLUMNS, TIMELINE_COLUMNS, split_personal
 from sinks.migrate import migrate
 from sinks.named_queries import named_query
 
@@ -41,7 +42,8 @@ FIXTURE = [
     row("W-3", at(20, 21, 30), "web", "order", "C2", 9_000,
         {"lines": [line("B", 1, 1_000, 400), line("C", 1, 8_000, 5_000)], "shipping_cost_minor": 700, "campaign": "BEST24"}),
     row("T-1", at(20, 22), "support", "ticket_update", "C1", None,
-        {"status": "open", "related_order_id": "W-2", "attributes": {"ticket_id": "T-1", "contact_channel": "phone"}}),
+        {"status": "open", "related_order_id": "W-2", "text": "Call me on +33612345678 or at alice@x.com",
+         "attributes": {"ticket_id": "T-1", "contact_channel": "phone"}}),
     row("T-2", at(20, 22, 30), "support", "ticket_update", "C2", None,
         {"status": "open", "related_order_id": "W-3", "attributes": {"ticket_id": "T-2", "contact_channel": "facebook"}}),
     # app sessions: two tagged with the campaign, three in one minute the day before (a spike nobody announced)
@@ -59,17 +61,29 @@ PROFILES = [["C1", 9, 3, 1, 1, 1, 0, at(21, 0)], ["C3", 1, 1, 0, 0, 1, 0, at(21,
 def client(settings):
     client = open_client(settings)
     migrate(client)
-    client.insert("timeline_events", FIXTURE, column_names=TIMELINE_COLUMNS)
-    client.insert("timeline_events", FIXTURE[1:2], column_names=TIMELINE_COLUMNS)  # a redelivery changes nothing
+    store_events(client, FIXTURE)
+    store_events(client, FIXTURE[1:2])  # a redelivery changes nothing
     client.insert("campaigns", [["tv-best24", "TV promotion", at(20, 0), at(21, 0), "best_customers", ["tv", "web"],
                                  "BEST24", 100_000, "EUR", 5000]],
                   column_names=["campaign_id", "name", "starts_at", "ends_at", "audience_segment", "channels",
                                 "discount_code", "media_cost_minor", "currency", "expected_extra_visitors"])
     client.insert("customer_profiles", PROFILES, column_names=PROFILE_COLUMNS)
     # C2 turned out to be C1
-    client.insert("identity_map", [["C2", "C1", 1, "e", "email:x"]],
-                  column_names=["customer_id", "current_id", "version", "merge_event", "identifier"])
+    client.insert("identity_map", [["C2", "C1", 1, "e", hashlib.sha256(b"email:x").hexdigest()]],
+                  column_names=IDENTITY_MAP_COLUMNS)
     return client
+
+
+def store_events(client, rows) -> None:
+    """As the sink stores them: free text and attributes apart, in event_details."""
+    events, details = [], []
+    for row in rows:
+        payload_json, text, attributes = split_personal(row[8])
+        events.append(row[:8] + [payload_json] + row[9:])
+        if text is not None or attributes is not None:
+            details.append([row[0], row[4], row[1], row[2], text or "", json.dumps(attributes or {})])
+    client.insert("timeline_events", events, column_names=TIMELINE_COLUMNS)
+    client.insert("event_details", details, column_names=EVENT_DETAIL_COLUMNS)
 
 
 def run(client, name, **parameters):
@@ -108,7 +122,7 @@ def test_service_sees_the_whole_history_under_any_id_the_customer_had(client):
         rows = run(client, "service_customer_history", customer=customer)
         assert [r["source_id"] for r in rows] == ["W-1", "S-1", "W-2", "R-1", "W-3", "T-1", "T-2"]
     ticket = rows[-2]
-    assert (ticket["status"], ticket["related_order"]) == ("open", "W-2")
+    assert (ticket["status"], ticket["related_order"], ticket["text"]) == ("open", "W-2", "Call me on +33612345678 or at alice@x.com")
 
 
 def test_named_queries_declare_their_parameters_and_say_what_they_answer():
@@ -177,6 +191,67 @@ def test_no_view_outside_customer_service_returns_personal_data(client):
             continue
         result = client.query(named_query(name), parameters={k: v for k, v in parameters.items() if k in named_query(name)})
         assert not personal.search(repr(result.result_rows)), name
+
+
+def granted_tables(database: str = "omnihub") -> dict[str, dict[str, str]]:
+    """role -> {table: the columns it may select, or "*"}, from sinks/sql/access/roles.sql."""
+    import re
+
+    from sinks.migrate import role_statements
+
+    grants: dict[str, dict[str, str]] = {}
+    for statement in role_statements(database):
+        match = re.fullmatch(rf"GRANT SELECT(?:\((.+?)\))? ON {database}\.(\w+) TO (.+)", statement)
+        if match:
+            for role in match.group(3).split(", "):
+                grants.setdefault(role, {})[match.group(2)] = match.group(1) or "*"
+    return grants
+
+
+def test_no_table_outside_customer_service_holds_personal_data(client):
+    """Everything a non-service role may read, read whole after personal data came in through every
+    door (identifiers, a ticket's text, a merge's identifier, a dead-lettered raw record): no email or phone."""
+    import re
+
+    client.insert("customer_identities", [["C1", ["email:alice@x.com", "phone:+33612345678"], 0, at(21, 0)]],
+                  column_names=["customer_id", "identifiers", "deleted", "updated_at"])
+    client.insert("dead_letters", [["connector:web-orders", "orders.jsonl", "line 7", "amount: not a number",
+                                    '{"email": "alice@x.com", "phone": "+33612345678"}', at(21, 0)]],
+                  column_names=["component", "source", "position", "error", "raw", "rejected_at"])
+    personal = re.compile(r"@|\+33\d|alice")
+    grants = granted_tables()
+    service_only = set(grants["omnihub_service"]) - {t for role, tables in grants.items() if role != "omnihub_service" for t in tables}
+    assert {"customer_identities", "event_details"} <= service_only
+    assert personal.search(repr(client.query("SELECT * FROM event_details").result_rows))  # the data is there...
+    for role, tables in grants.items():
+        if role == "omnihub_service":
+            continue
+        for table, columns in tables.items():
+            rows = client.query(f"SELECT {columns} FROM {table}").result_rows
+            assert rows and not personal.search(repr(rows)), (role, table)  # ...but not where they may look
+
+
+def test_each_department_s_queries_read_only_what_its_role_is_granted():
+    import re
+
+    from sinks.named_queries import query_names
+
+    grants = granted_tables()
+    tables = {t for granted in grants.values() for t in granted}
+    roles = {"marketing": ["omnihub_marketing"], "it": ["omnihub_it"], "purchasing": ["omnihub_purchasing"],
+             "operations": ["omnihub_operations"], "service": ["omnihub_service"], "finance": ["omnihub_finance"],
+             "kpis": list(grants)}
+    checked = 0
+    for name in query_names():
+        department = name.split("_", 1)[0]
+        if department not in roles:
+            continue
+        used = set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", named_query(name))) & tables
+        assert used, name
+        for role in roles[department]:
+            assert used <= set(grants[role]), (name, role, used - set(grants[role]))
+        checked += 1
+    assert checked >= 12
 
 
 def test_only_customer_service_may_read_personal_data(settings, backend):

@@ -205,11 +205,14 @@ def test_forget_erases_personal_data_and_tells_downstream(settings, tmp_path):
             while not hub.client.query("SELECT count() FROM customer_identities FINAL WHERE has(identifiers, 'email:alice@x.com')").result_rows[0][0]:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.5)
+            # what she wrote is kept apart from the events every department reads
+            assert "Call me" in repr(hub.client.query("SELECT text FROM event_details").result_rows)
+            assert "Call me" not in repr(hub.client.query("SELECT payload_json FROM timeline_events").result_rows)
             env = child_environment(settings, hub.bootstrap)
             forgotten = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "infra.cli", "forget", alice],
                                                 env=env, capture_output=True, text=True, timeout=60)
             assert forgotten.returncode == 0, forgotten.stderr
-            while "Call me" in repr(hub.client.query("SELECT payload_json FROM timeline_events").result_rows) or \
+            while "Call me" in repr(hub.client.query("SELECT text FROM event_details").result_rows) or \
                     hub.client.query("SELECT count() FROM customer_identities WHERE has(identifiers, 'email:alice@x.com')").result_rows[0][0]:
                 assert time.monotonic() < deadline + 60, "personal data still in ClickHouse"
                 await asyncio.sleep(0.5)

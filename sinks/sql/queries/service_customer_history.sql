@@ -1,15 +1,15 @@
--- Customer service: one customer's whole history across channels, oldest first, under their current id (events published under ids later merged into it included). Parameter: customer (any id ever issued).
+-- Customer service: one customer's whole history across channels, oldest first, under their current id (events published under ids later merged into it included), with what they wrote. Parameter: customer (any id ever issued).
 WITH (SELECT if(count() = 0, {customer:String}, argMax(current_id, version)) FROM identity_map
-      WHERE customer_id = {customer:String}) AS current
-SELECT event_time, channel, event_type, source_id,
-       if(amount_minor IS NULL, NULL, toDecimal64(amount_minor / 100, 2)) AS amount,
-       nullIf(JSONExtractString(payload_json, 'status'), '') AS status,
-       nullIf(JSONExtractString(payload_json, 'related_order_id'), '') AS related_order,
-       nullIf(JSONExtractString(payload_json, 'text'), '') AS text
-FROM (
-    -- by primary key: every id that means this customer now (timeline_events is sorted by customer_id)
-    SELECT * FROM timeline_events FINAL
-    WHERE customer_id IN (SELECT current UNION ALL SELECT customer_id FROM identity_map FINAL WHERE current_id = current)
-    ORDER BY ingested_at DESC
-    LIMIT 1 BY event_id)
+      WHERE customer_id = {customer:String}) AS current,
+     -- every id that means this customer now: both tables are sorted by customer_id, so these are primary-key reads
+     (SELECT groupArray(id) FROM (SELECT current AS id UNION ALL
+                                  SELECT customer_id FROM identity_map FINAL WHERE current_id = current)) AS ids
+SELECT e.event_time AS event_time, e.channel AS channel, e.event_type AS event_type, e.source_id AS source_id,
+       if(e.amount_minor IS NULL, NULL, toDecimal64(e.amount_minor / 100, 2)) AS amount,
+       nullIf(JSONExtractString(e.payload_json, 'status'), '') AS status,
+       nullIf(e.related_order_id, '') AS related_order,
+       nullIf(d.text, '') AS text
+FROM (SELECT event_id, event_time, channel, event_type, source_id, amount_minor, payload_json, related_order_id
+      FROM timeline_events FINAL WHERE has(ids, customer_id)) AS e
+LEFT JOIN (SELECT event_id, text FROM event_details FINAL WHERE has(ids, customer_id)) AS d ON e.event_id = d.event_id
 ORDER BY event_time, source_id

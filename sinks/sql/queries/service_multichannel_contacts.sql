@@ -1,10 +1,11 @@
 -- Customer service: customers who contacted support on several channels (phone, email, Facebook, chat), with their tickets.
 SELECT
-    customer_id,
-    arraySort(groupUniqArray(JSONExtractString(payload_json, 'attributes', 'contact_channel'))) AS contact_channels,
-    uniqExact(JSONExtractString(payload_json, 'attributes', 'ticket_id')) AS tickets
-FROM timeline_current
-WHERE channel = 'support'
+    if(m.current_id = '', d.customer_id, m.current_id) AS customer_id,
+    arraySort(groupUniqArray(JSONExtractString(d.attributes_json, 'contact_channel'))) AS contact_channels,
+    uniqExact(JSONExtractString(d.attributes_json, 'ticket_id')) AS tickets
+FROM (SELECT * FROM event_details FINAL WHERE channel = 'support') AS d
+LEFT JOIN (SELECT customer_id, argMax(current_id, version) AS current_id FROM identity_map GROUP BY customer_id) AS m
+    ON d.customer_id = m.customer_id
 GROUP BY customer_id
 HAVING length(contact_channels) > 1
 ORDER BY tickets DESC, customer_id
