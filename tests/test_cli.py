@@ -100,3 +100,66 @@ def test_generate_then_load_every_channel_with_counts_reconciling(settings, tmp_
                 f"(reconciled) from {out / expected['file']}") in loaded.stdout
     again = omnihub("connectors", "run", "--all", "--source-dir", str(out), env=env, timeout=180)
     assert again.stdout.count(": read 0 = accepted 0 + rejected 0 (reconciled)") == 5, again.stdout
+
+
+def test_hub_killed_mid_load_then_restarted_stores_every_event_once(settings, tmp_path):
+    """SIGKILL to the hub's whole process group (sink, query endpoint, Faust worker) while the sink works
+    through a backlog: no offset commit, no clean shutdown, chDB's folder left as a crash leaves it. The
+    restarted hub stores the rest; every event is there once."""
+    import asyncio
+
+    from tests.test_sink import produce_timeline
+
+    count = 60_000
+    own = settings.model_copy(update={
+        "clickhouse": settings.clickhouse.model_copy(update={"embedded_path": tmp_path / "hub-chdb"}),
+        "sink": settings.sink.model_copy(update={"batch_max_rows": 2_000})})
+    env = child_environment(own, own.kafka.bootstrap_servers)
+    asyncio.run(produce_timeline(own, count))
+    state_file = own.data_dir / "hub.json"
+    stored_query = "SELECT count() AS events, uniqExact(event_id) AS ids, sum(amount_minor) AS amount FROM timeline_events FINAL"
+
+    def start() -> subprocess.Popen:
+        hub = subprocess.Popen([sys.executable, "-m", "infra.cli", "run"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not state_file.exists():
+            assert hub.poll() is None, hub.stdout.read()
+            assert time.monotonic() < deadline, "hub did not start"
+            time.sleep(0.1)
+        return hub
+
+    def stored(sql: str = stored_query) -> list[int]:
+        """Through the hub's query endpoint (what `omnihub query` uses), fast enough to catch the load midway."""
+        import urllib.request
+
+        url = json.loads(state_file.read_text())["query_url"] + "/query"
+        request = urllib.request.Request(url, data=json.dumps({"sql": sql}).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return [int(v or 0) for v in json.loads(response.read())["rows"][0]]
+
+    hub = start()
+    try:
+        while (at_kill := stored())[0] == 0:
+            time.sleep(0.05)
+    finally:
+        os.killpg(hub.pid, signal.SIGKILL)
+        hub.wait()
+    state_file.unlink()  # a killed hub cannot remove it
+    hub = start()
+    try:
+        deadline = time.monotonic() + 180
+        while (after := stored())[0] < count:
+            assert time.monotonic() < deadline, after
+            time.sleep(1)
+        time.sleep(2)  # a late duplicate would land within a batch interval
+        final = stored()
+        [physical] = stored("SELECT count() FROM timeline_events")
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        output, _ = hub.communicate(timeout=60)
+    print(f"killed with {at_kill[0]:,} of {count:,} events stored; after restart {final[0]:,} events, "
+          f"{physical:,} rows before deduplication")
+    assert 0 < at_kill[0] < count, "killed before or after the load, not in the middle"
+    assert final == [count, count, sum(100 + i for i in range(count))]
+    assert hub.returncode == 0, output

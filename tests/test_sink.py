@@ -205,3 +205,45 @@ def test_rows_clickhouse_refuses_are_dead_lettered_with_the_reason_and_the_rest_
     partition, offset = campaign_positions[1]
     source, error, _ = by_position[("sink:clickhouse:campaigns", f"partition {partition} offset {offset}")]
     assert source == settings.topics.campaigns and "expected_extra_visitors" in error
+
+
+def test_erasure_removes_what_people_wrote_and_leaves_the_totals(settings, client):
+    """Free text and attributes are stored apart (event_details); an erasure deletes them, and strips
+    them from events stored before they were kept apart (payload_json with text, written directly here)."""
+    ensure_topics(settings.kafka.bootstrap_servers, settings.topics.all_names(), settings.topics.partitions, 1)
+    written = timeline_event(1) | {"customer_id": "c-gone", "channel": "support", "event_type": "ticket_update",
+                                   "amount_minor": None, "currency": None,
+                                   "payload_json": '{"status":"open","text":"Call me on 0612345678","attributes":{"agent":"Bo"}}'}
+    kept = timeline_event(2) | {"customer_id": "c-stays", "payload_json": '{"text":"Lovely shop"}'}
+    client.insert("timeline_events", [["e-legacy", T0, "support", "ticket_update", "c-gone", "T-0", None, None,
+                                       '{"status":"closed","text":"My address is 1 rue X"}', "legacy", 0, 0]],
+                  column_names=["event_id", "event_time", "channel", "event_type", "customer_id", "source_id",
+                                "amount_minor", "currency", "payload_json", "kafka_topic", "kafka_partition", "kafka_offset"])
+
+    def personal() -> tuple[str, str]:
+        """(event_details, the events' payloads), as text."""
+        return (repr(client.query("SELECT customer_id, text, attributes_json FROM event_details FINAL").result_rows),
+                repr(client.query("SELECT payload_json FROM timeline_events FINAL").result_rows))
+
+    async def scenario():
+        await produce_records(settings, settings.topics.customer_timeline, "timeline_event", [written, kept])
+        task, stop, sink = start_sink(settings, client)
+        await wait_until_stored(client, 3, 60, sink)
+        before = personal()
+        await produce_records(settings, settings.topics.customer_erasures, "customer_erasure", [
+            {"customer_id": "c-gone", "customer_ids": ["c-gone"], "identifiers_removed": 1, "reason": "test", "at": T0}])
+        deadline = time.monotonic() + 60
+        while "0612345678" in repr(personal()) or "rue X" in repr(personal()):
+            assert time.monotonic() < deadline and not task.done(), personal()
+            await asyncio.sleep(0.3)
+        stop.set()
+        await task
+        return before, personal()
+
+    (details, payloads), (details_after, payloads_after) = asyncio.run(scenario())
+    assert "Call me on 0612345678" in details and '"agent":"Bo"' in details and "Lovely shop" in details
+    assert "Call me" not in payloads and "Lovely" not in payloads     # the sink kept them apart
+    assert "rue X" in payloads                                         # the event stored before that
+    assert "c-gone" not in details_after and "rue X" not in payloads_after
+    assert "Lovely shop" in details_after                              # someone else's stays
+    assert '{"status":"closed"}' in payloads_after and '{"status":"open"}' in payloads_after  # what tickets need stays
