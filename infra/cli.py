@@ -132,7 +132,7 @@ def run(ctx: click.Context, connector_configs: tuple[str, ...]) -> None:
     settings = _settings(ctx)
     state_file = Path(settings.data_dir) / HUB_STATE_FILE
 
-    async def main() -> None:
+    async def main():  # -> SinkStats
         async with Hub(settings) as hub:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 asyncio.get_running_loop().add_signal_handler(signum, hub.request_stop)
@@ -148,9 +148,11 @@ def run(ctx: click.Context, connector_configs: tuple[str, ...]) -> None:
                 await runs
             finally:
                 state_file.unlink(missing_ok=True)
+        return hub.sink.stats
 
-    asyncio.run(main())
-    click.echo("hub stopped")
+    stats = asyncio.run(main())
+    click.echo(f"hub stopped; sink read {stats.records_read:,} records = stored {stats.records_read - stats.rows_rejected:,} "
+               f"+ refused by ClickHouse {stats.rows_rejected:,} (dead-lettered)")
 
 
 @cli.group()
