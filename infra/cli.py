@@ -151,8 +151,8 @@ def run(ctx: click.Context, connector_configs: tuple[str, ...]) -> None:
         return hub.sink.stats
 
     stats = asyncio.run(main())
-    click.echo(f"hub stopped; sink read {stats.records_read:,} records = stored {stats.records_read - stats.rows_rejected:,} "
-               f"+ refused by ClickHouse {stats.rows_rejected:,} (dead-lettered)")
+    click.echo(f"hub stopped; sink read {stats.records_read:,} records = stored {stats.records_read - stats.records_refused:,} "
+               f"+ refused by ClickHouse {stats.records_refused:,} (dead-lettered)")
 
 
 @cli.group()

@@ -7,7 +7,7 @@ Two kinds of failure are told apart (sinks/rejections.py):
   exponential backoff, for as long as it takes; nothing is committed meanwhile.
 - ClickHouse refuses rows (a constraint, a value the column cannot hold): the batch is bisected
   until the refused rows are isolated; they go to dead_letters with ClickHouse's reason and the raw
-  Kafka record, the rest is stored, and the batch is committed. read = stored + rejected.
+  Kafka record, the rest is stored, and the batch is committed. records read = stored + refused.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class SinkStats:
     dead_letter_rows: int = 0
     identity_map_rows: int = 0
     records_read: int = 0
-    rows_rejected: int = 0    # refused by ClickHouse, dead-lettered with the reason
+    records_refused: int = 0  # records with a row ClickHouse refused, dead-lettered with the reason
     insert_failures: int = 0  # ClickHouse unavailable: the batch was retried
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -208,10 +208,13 @@ class ClickHouseSink:
         middle = (start + end) // 2
         return self._insert_isolating(rows, start, middle) + self._insert_isolating(rows, middle, end)
 
-    def _insert(self, batch: Batch) -> tuple[int, Counter]:
-        """Write a batch; returns the identity_map rows written and the rows refused (dead-lettered) per table."""
+    def _insert(self, batch: Batch) -> tuple[int, Counter, int]:
+        """Write a batch; returns the identity_map rows written, the rows refused (dead-lettered) per table,
+        and how many Kafka records had a row refused (a profile record makes two rows, so rows and
+        records differ; the records are what reconcile with what was read)."""
         refused: list[list] = []
         refused_by_table: Counter = Counter()
+        refused_records: set[int] = set()
         refused_events: set[int] = set()
         for rows in (batch.profiles, batch.identities, batch.campaigns, batch.timeline, batch.details):
             if rows is batch.details and refused_events:  # an event not stored keeps no details either
@@ -221,6 +224,7 @@ class ClickHouseSink:
                 if rows is batch.timeline:
                     refused_events.add(id(origin))
                 refused_by_table[rows.table] += 1
+                refused_records.add(id(origin))
                 log.warning("ClickHouse refused a row of %s (%s partition %s offset %s): %s",
                             rows.table, origin.topic, origin.partition, origin.offset, error)
                 refused.append(dead_letter_row(f"sink:clickhouse:{rows.table}", origin, f"ClickHouse refused the row: {error}"))
@@ -234,15 +238,16 @@ class ClickHouseSink:
             failed = self._insert_isolating(identity_rows)
             for _, error in failed[:1]:
                 refused_by_table["identity_map"] += 1
+                refused_records.add(id(origin))
                 refused.append(dead_letter_row("sink:clickhouse:identity_map", origin, f"ClickHouse refused the row: {error}"))
             mapped += len(identity_rows.rows) - len(failed)
         dead = TableRows("dead_letters", DEAD_LETTER_COLUMNS, batch.dead.rows + refused, batch.dead.origins + [None] * len(refused))
         unstored = self._insert_isolating(dead)
         if unstored:  # nowhere left to keep them: better to stop and say so than to lose them
             raise RuntimeError(f"ClickHouse refused {len(unstored)} dead-letter rows: {unstored[0][1]}")
-        return mapped, refused_by_table
+        return mapped, refused_by_table, len(refused_records)
 
-    async def _insert_with_retry(self, batch: Batch, stop: asyncio.Event) -> tuple[int, Counter] | None:
+    async def _insert_with_retry(self, batch: Batch, stop: asyncio.Event) -> tuple[int, Counter, int] | None:
         delay = self.settings.sink.retry_initial_seconds
         while True:
             try:
@@ -287,13 +292,13 @@ class ClickHouseSink:
                 if written is None:
                     break
                 await consumer.commit()
-                mapped, refused = written
+                mapped, refused, refused_records = written
                 self.stats.batches += 1
                 self.stats.records_read += len(messages)
                 self.stats.timeline_rows += len(batch.timeline.rows) - refused["timeline_events"]
                 self.stats.dead_letter_rows += len(batch.dead.rows) + sum(refused.values())
                 self.stats.identity_map_rows += mapped
-                self.stats.rows_rejected += sum(refused.values())
+                self.stats.records_refused += refused_records
         finally:
             await consumer.stop()
         return self.stats

@@ -184,8 +184,8 @@ def test_rows_clickhouse_refuses_are_dead_lettered_with_the_reason_and_the_rest_
 
     event_positions, campaign_positions, first, second = asyncio.run(scenario())
     assert first.insert_failures == 0  # refused rows are not an outage: nothing was retried
-    assert first.rows_rejected == len(wrong_clock) + 1
-    assert first.records_read == count + len(campaigns) == first.timeline_rows + 2 + first.rows_rejected
+    assert first.records_refused == len(wrong_clock) + 1
+    assert first.records_read == count + len(campaigns) == first.timeline_rows + 2 + first.records_refused
     assert second.records_read == 1
     good = [i for i in range(count + 1) if i not in wrong_clock]
     assert stored(client) == (len(good), len(good), sum(100 + i for i in good))
