@@ -70,6 +70,13 @@ class TableRows:
         self.rows.append(row)
         self.origins.append(origin)
 
+    def without(self, origins: set[int]) -> "TableRows":
+        """These rows less those that came from the given records (by id())."""
+        kept = [i for i, origin in enumerate(self.origins) if id(origin) not in origins]
+        if len(kept) == len(self.rows):
+            return self
+        return TableRows(self.table, self.columns, [self.rows[i] for i in kept], [self.origins[i] for i in kept])
+
 
 @dataclass
 class Batch:
@@ -212,22 +219,22 @@ class ClickHouseSink:
         """Write a batch; returns the identity_map rows written, the rows refused (dead-lettered) per table,
         and how many Kafka records had a row refused (a profile record makes two rows, so rows and
         records differ; the records are what reconcile with what was read)."""
-        refused: list[list] = []
+        dead_rows: list[list] = []
         refused_by_table: Counter = Counter()
         refused_records: set[int] = set()
-        refused_events: set[int] = set()
-        for rows in (batch.profiles, batch.identities, batch.campaigns, batch.timeline, batch.details):
-            if rows is batch.details and refused_events:  # an event not stored keeps no details either
-                kept = [i for i, origin in enumerate(rows.origins) if id(origin) not in refused_events]
-                rows = TableRows(rows.table, rows.columns, [rows.rows[i] for i in kept], [rows.origins[i] for i in kept])
+
+        def refuse(table: str, origin, error: Exception) -> None:
+            refused_by_table[table] += 1
+            refused_records.add(id(origin))
+            log.warning("ClickHouse refused a row of %s (%s partition %s offset %s): %s",
+                        table, origin.topic, origin.partition, origin.offset, error)
+            dead_rows.append(dead_letter_row(f"sink:clickhouse:{table}", origin, f"ClickHouse refused the row: {error}"))
+
+        for rows in (batch.profiles, batch.identities, batch.campaigns, batch.timeline):
             for origin, error in self._insert_isolating(rows):
-                if rows is batch.timeline:
-                    refused_events.add(id(origin))
-                refused_by_table[rows.table] += 1
-                refused_records.add(id(origin))
-                log.warning("ClickHouse refused a row of %s (%s partition %s offset %s): %s",
-                            rows.table, origin.topic, origin.partition, origin.offset, error)
-                refused.append(dead_letter_row(f"sink:clickhouse:{rows.table}", origin, f"ClickHouse refused the row: {error}"))
+                refuse(rows.table, origin, error)
+        for origin, error in self._insert_isolating(batch.details.without(refused_records)):  # no details for an unstored event
+            refuse(batch.details.table, origin, error)
         for erasure in batch.erasures:  # after this batch's inserts, so nothing of theirs comes back with it
             self._erase(erasure)
         mapped = 0
@@ -236,12 +243,11 @@ class ClickHouseSink:
             for row in self._identity_map_rows(merge):
                 identity_rows.add(row, origin)
             failed = self._insert_isolating(identity_rows)
-            for _, error in failed[:1]:
-                refused_by_table["identity_map"] += 1
-                refused_records.add(id(origin))
-                refused.append(dead_letter_row("sink:clickhouse:identity_map", origin, f"ClickHouse refused the row: {error}"))
+            if failed:  # every row of a merge comes from the same record: one dead letter for it
+                refuse(identity_rows.table, origin, failed[0][1])
             mapped += len(identity_rows.rows) - len(failed)
-        dead = TableRows("dead_letters", DEAD_LETTER_COLUMNS, batch.dead.rows + refused, batch.dead.origins + [None] * len(refused))
+        dead = TableRows("dead_letters", DEAD_LETTER_COLUMNS, batch.dead.rows + dead_rows,
+                         batch.dead.origins + [None] * len(dead_rows))
         unstored = self._insert_isolating(dead)
         if unstored:  # nowhere left to keep them: better to stop and say so than to lose them
             raise RuntimeError(f"ClickHouse refused {len(unstored)} dead-letter rows: {unstored[0][1]}")

@@ -31,20 +31,26 @@ def test_wrong_config_stops_with_the_setting_named(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def start_hub(env: dict, state_file, **popen: object) -> subprocess.Popen:
+    """`omnihub run` in its own process, returned once it has written its state file."""
+    hub = subprocess.Popen([sys.executable, "-m", "infra.cli", "run"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, **popen)
+    deadline = time.monotonic() + 60
+    while not state_file.exists():
+        assert hub.poll() is None, hub.stdout.read()
+        assert time.monotonic() < deadline, "hub did not start"
+        time.sleep(0.1)
+    return hub
+
+
 def test_run_then_connector_and_query_from_other_processes(settings, tmp_path):
     # The hub process must own its own chDB folder: this test process already owns the shared one.
     own = settings.model_copy(update={"clickhouse": settings.clickhouse.model_copy(update={"embedded_path": tmp_path / "hub-chdb"})})
     env = child_environment(own, own.kafka.bootstrap_servers)
     config = channel_config(own, tmp_path, "web-orders")  # before the hub: its worker reads the channel topics that exist
-    hub = subprocess.Popen([sys.executable, "-m", "infra.cli", "run"], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
     state_file = own.data_dir / "hub.json"
+    hub = start_hub(env, state_file)
     try:
-        deadline = time.monotonic() + 60
-        while not state_file.exists():
-            assert hub.poll() is None, hub.stdout.read()
-            assert time.monotonic() < deadline, "hub did not start"
-            time.sleep(0.2)
         assert json.loads(state_file.read_text())["bootstrap_servers"] == own.kafka.bootstrap_servers
 
         result = omnihub("connectors", "run", str(config), env=env)
@@ -119,16 +125,6 @@ def test_hub_killed_mid_load_then_restarted_stores_every_event_once(settings, tm
     state_file = own.data_dir / "hub.json"
     stored_query = "SELECT count() AS events, uniqExact(event_id) AS ids, sum(amount_minor) AS amount FROM timeline_events FINAL"
 
-    def start() -> subprocess.Popen:
-        hub = subprocess.Popen([sys.executable, "-m", "infra.cli", "run"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while not state_file.exists():
-            assert hub.poll() is None, hub.stdout.read()
-            assert time.monotonic() < deadline, "hub did not start"
-            time.sleep(0.1)
-        return hub
-
     def stored(sql: str = stored_query) -> list[int]:
         """Through the hub's query endpoint (what `omnihub query` uses), fast enough to catch the load midway."""
         import urllib.request
@@ -138,7 +134,7 @@ def test_hub_killed_mid_load_then_restarted_stores_every_event_once(settings, tm
         with urllib.request.urlopen(request, timeout=60) as response:
             return [int(v or 0) for v in json.loads(response.read())["rows"][0]]
 
-    hub = start()
+    hub = start_hub(env, state_file, start_new_session=True)  # its own group: killed whole
     try:
         while (at_kill := stored())[0] < count // 3:  # then kill wherever the sink is: fetching, inserting, committing
             assert hub.poll() is None, hub.stdout.read()
@@ -147,7 +143,7 @@ def test_hub_killed_mid_load_then_restarted_stores_every_event_once(settings, tm
         os.killpg(hub.pid, signal.SIGKILL)
         hub.wait()
     state_file.unlink()  # a killed hub cannot remove it
-    hub = start()
+    hub = start_hub(env, state_file, start_new_session=True)  # its own group: killed whole
     try:
         deadline = time.monotonic() + 180
         while (after := stored())[0] < count:

@@ -52,12 +52,19 @@ def timeline_event(i: int) -> dict:
 
 async def produce_timeline(settings, count: int) -> None:
     ensure_topics(settings.kafka.bootstrap_servers, settings.topics.all_names(), settings.topics.partitions, 1)
-    encode = codec("timeline_event").encode
+    await produce_records(settings, settings.topics.customer_timeline, "timeline_event",
+                          [timeline_event(i) for i in range(count)], key=lambda record: record["customer_id"])
+
+
+async def produce_records(settings, topic: str, schema: str, records: list[dict], key=None) -> list[tuple[int, int]]:
+    """Sends records (key: record -> str, else their index); returns each one's (partition, offset)."""
+    encode = codec(schema).encode
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
     await producer.start()
     try:
-        await asyncio.gather(*[await producer.send(settings.topics.customer_timeline, encode(timeline_event(i)),
-                                                   key=f"c-{i % 50}".encode()) for i in range(count)])
+        sent = [await producer.send(topic, encode(record), key=(key(record) if key else str(i)).encode())
+                for i, record in enumerate(records)]
+        return [(meta.partition, meta.offset) for meta in await asyncio.gather(*sent)]
     finally:
         await producer.stop()
 
@@ -140,18 +147,6 @@ def campaign_record(campaign_id: str, expected_extra_visitors: int) -> dict:
     return {"campaign_id": campaign_id, "name": campaign_id, "starts_at": T0, "ends_at": T0 + timedelta(days=1),
             "audience_segment": "best_customers", "channels": ["tv"], "discount_code": None,
             "media_cost_minor": 100_000, "currency": "EUR", "expected_extra_visitors": expected_extra_visitors}
-
-
-async def produce_records(settings, topic: str, schema: str, records: list[dict]) -> list[tuple[int, int]]:
-    """Sends records one by one; returns each one's (partition, offset)."""
-    encode = codec(schema).encode
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
-    await producer.start()
-    try:
-        sent = [await producer.send(topic, encode(record), key=str(i).encode()) for i, record in enumerate(records)]
-        return [(meta.partition, meta.offset) for meta in await asyncio.gather(*sent)]
-    finally:
-        await producer.stop()
 
 
 def test_rows_clickhouse_refuses_are_dead_lettered_with_the_reason_and_the_rest_is_stored(settings, client):
