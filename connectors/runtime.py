@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from connectors.config import ConnectorConfig, FileSource, WebhookSource, load_connector_config, resolve
 from connectors.mapping import MappingError, RecordMapper
 from connectors.sources import HEAD_BYTES, Position, PositionStore, SourceRecord, head_digest, read_csv, read_jsonl
-from infra.kafka import consumer_config, ensure_topics, producer_config
+from infra.kafka import broker_id, consumer_config, ensure_topics, producer_config
 from infra.settings import Settings
 from schemas.models import dead_letter
 from schemas.serde import codec
@@ -46,6 +46,7 @@ class RunReport:
     rejected: int = 0
     already_on_kafka: int = 0  # of the accepted and rejected: found on Kafka from an interrupted run
     resumed_at: str | None = None
+    restarted_because: str | None = None  # why committed positions were not used
     reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -54,6 +55,8 @@ class RunReport:
 
     def summary(self) -> str:
         resumed = f", resumed after {self.resumed_at}" if self.resumed_at else ""
+        if self.restarted_because:
+            resumed = f", read from the start: {self.restarted_because}"
         again = f", {self.already_on_kafka} already on Kafka" if self.already_on_kafka else ""
         return (f"{self.connector}: read {self.read} = accepted {self.accepted} + rejected {self.rejected}"
                 f" ({'reconciled' if self.reconciles else 'DOES NOT RECONCILE'}{again}) from {self.source}{resumed}")
@@ -231,6 +234,14 @@ class Connector:
         store = PositionStore(Path(self.settings.data_dir) / "connectors", self.config.name)
         position = None if from_start else store.load(path)
         report = RunReport(self.config.name, str(path))
+        this_broker = await asyncio.to_thread(broker_id, self.bootstrap)
+        if position is not None and position.broker and position.broker != this_broker:
+            # The records before the committed position went to a broker that is not this one (or that lost
+            # its data): resuming would skip them for good. Read the file again; event ids make it idempotent.
+            report.restarted_because = (f"its positions were committed on broker {position.broker}, this broker is "
+                                        f"{this_broker} and does not hold those records")
+            log.warning("%s: %s", self.config.name, report.restarted_because)
+            position = None
         skip_ids: set[str] = set()
         if position is None:
             position = Position()
@@ -256,6 +267,7 @@ class Connector:
                     digested = min(position.offset, HEAD_BYTES)
                     position.head_sha256 = head_digest(path, digested)
                 position.clean = clean
+                position.broker = this_broker
                 position.produced_from = {t: dict(ps) for t, ps in high_water.items()}
                 store.save(path, position)
 

@@ -155,6 +155,7 @@ class Position:
     line: int = 0
     head_sha256: str = ""
     clean: bool = True
+    broker: str = ""  # infra.kafka.broker_id of the broker these records went to ("" before it was recorded)
     # per topic, per partition: the offset from which records of an unfinished batch may sit on Kafka
     produced_from: dict[str, dict[str, int]] = field(default_factory=dict)
 

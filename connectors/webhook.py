@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from connectors.config import WebhookSource
 from connectors.runtime import Connector, RunReport
 from connectors.sources import SourceRecord
+from infra.kafka import broker_id
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Webhook:
         self.recent_file = Path(connector.settings.data_dir) / "connectors" / f"{connector.config.name}.webhook-ids.json"
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.runner: web.AppRunner | None = None
+        self.broker = ""
         self.lock = asyncio.Lock()  # one request's records settle before the next: counts stay exact
 
     @property
@@ -86,8 +88,15 @@ class Webhook:
         return f"http://{host}:{port}{self.source.path}"
 
     async def start(self) -> "Webhook":
+        self.broker = await asyncio.to_thread(broker_id, self.connector.bootstrap)
         if self.recent_file.is_file():
-            self.recent = OrderedDict.fromkeys(json.loads(self.recent_file.read_text()))
+            saved = json.loads(self.recent_file.read_text())
+            if isinstance(saved, dict) and saved.get("broker") == self.broker:
+                self.recent = OrderedDict.fromkeys(saved["ids"])
+            else:  # acknowledged by a broker that is not this one: a resend must be published again
+                log.warning("%s: forgetting %d acknowledged record ids: they were acknowledged by another broker "
+                            "(or one that lost its data), so resent records are published again",
+                            self.connector.config.name, len(saved["ids"] if isinstance(saved, dict) else saved))
         await self.connector.start()
         app = web.Application(client_max_size=self.source.max_body_bytes)
         app.router.add_post(self.source.path, self.handle)
@@ -104,7 +113,7 @@ class Webhook:
             await self.runner.cleanup()
         await self.connector.stop()
         self.recent_file.parent.mkdir(parents=True, exist_ok=True)
-        self.recent_file.write_text(json.dumps(list(self.recent)))
+        self.recent_file.write_text(json.dumps({"broker": self.broker, "ids": list(self.recent)}))
 
     async def health(self, request: web.Request) -> web.Response:
         r = self.report

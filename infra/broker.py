@@ -9,9 +9,11 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+from infra import object_store
 from infra.processes import stop_process
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+READY_MARK = b"--- omnihub: starting ---\n"
+
+
+def _since_last_start(log_file: Path) -> str:
+    """The log lines written since the last start: a restart must not be taken for ready by an older line."""
+    try:
+        text = log_file.read_bytes()
+    except FileNotFoundError:
+        return ""
+    return text[max(0, text.rfind(READY_MARK)):].decode(errors="replace")
+
+
+def wait_for_line(process: subprocess.Popen, log_file: Path, line: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while line not in _since_last_start(log_file):
+        if process.poll() is not None:
+            raise BrokerError(f"{process.args[0]} exited ({process.returncode}) before it was ready: "
+                              f"{_since_last_start(log_file)[-1500:]}")
+        if time.monotonic() > deadline:
+            raise BrokerError(f"not ready after {timeout:.0f}s: no {line!r} in {log_file}")
+        time.sleep(0.05)
+
+
 def wait_until_ready(bootstrap: str, timeout: float = 30.0, process: subprocess.Popen | None = None, log_file: Path | None = None) -> None:
     """Ready means a Kafka client gets cluster metadata, not merely that the port accepts connections."""
     from kafka import KafkaAdminClient
@@ -49,11 +74,10 @@ def wait_until_ready(bootstrap: str, timeout: float = 30.0, process: subprocess.
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            tail = log_file.read_text()[-2000:] if log_file and log_file.exists() else ""
+            tail = _since_last_start(log_file)[-2000:] if log_file else ""
             raise BrokerError(f"tansu exited with code {process.returncode} before it was ready:\n{tail}")
         # A process we started is ready only once it says it listens: the port may belong to someone else.
-        if process is not None and log_file is not None and (
-                not log_file.exists() or "listening on" not in log_file.read_text(errors="replace")):
+        if process is not None and log_file is not None and "listening on" not in _since_last_start(log_file):
             time.sleep(0.1)
             continue
         # Wait for the port first: a Kafka client pointed at a closed port logs errors while it retries.
@@ -77,39 +101,90 @@ def wait_until_ready(bootstrap: str, timeout: float = 30.0, process: subprocess.
     raise BrokerError(f"broker at {bootstrap} not ready after {timeout:.0f}s: {last_error}")
 
 
-class EmbeddedBroker:
-    """A tansu process owned by this one; use as a context manager."""
+DISK_STORAGE = "disk"
 
-    def __init__(self, log_dir: Path, storage: str = "memory://tansu/", host: str = "127.0.0.1", port: int | None = None):
+
+class EmbeddedBroker:
+    """A tansu process owned by this one (and, for disk storage, the object store it writes to);
+    use as a context manager, or launch() from the main thread and wait_ready() anywhere.
+
+    storage: "disk" keeps topics and committed offsets under disk_dir across restarts and crashes
+    (tansu's s3:// engine on infra/object_store.py); "memory://tansu/" loses them at every stop;
+    "s3://bucket/" uses an S3 server that the AWS_* environment names."""
+
+    def __init__(self, log_dir: Path, storage: str = "memory://tansu/", host: str = "127.0.0.1", port: int | None = None,
+                 disk_dir: Path | None = None):
         self.host = host
         self.port = port or free_port(host)
         self.storage = storage
         self.log_file = Path(log_dir) / "tansu.log"
+        self.disk_dir = Path(disk_dir) if disk_dir else Path(log_dir).parent / "broker"
+        self.store_port = free_port(host) if storage == DISK_STORAGE else None
+        self.store_log = Path(log_dir) / "object-store.log"
         self.process: subprocess.Popen | None = None
+        self.store: subprocess.Popen | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "EmbeddedBroker":
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+    @property
+    def durable(self) -> bool:
+        return not self.storage.startswith("memory://")
+
+    def launch_store(self) -> None:
+        from infra.processes import spawn
+        self._log_mark(self.store_log)
+        self.store = spawn([sys.executable, "-m", "infra.object_store", str(self.disk_dir), "--host", self.host,
+                            "--port", str(self.store_port)], self.store_log, new_session=True)
+
+    def launch_broker(self) -> None:
+        from infra.processes import spawn
         url = f"tcp://{self.host}:{self.port}"
-        command = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                   "--storage-engine", self.storage]
-        log_handle = self.log_file.open("ab")
-        self.process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
-        log_handle.close()
+        env = dict(os.environ)
+        storage = self.storage
+        if storage == DISK_STORAGE:
+            storage = f"s3://{object_store.BUCKET}/"
+            env.update(AWS_ENDPOINT=f"http://{self.host}:{self.store_port}", AWS_ALLOW_HTTP="true",
+                       AWS_ACCESS_KEY_ID="omnihub", AWS_SECRET_ACCESS_KEY="omnihub", AWS_DEFAULT_REGION="us-east-1")
+        self._log_mark(self.log_file)
+        self.process = spawn([str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                              "--storage-engine", storage], self.log_file, env=env, new_session=True)
+
+    def launch(self) -> None:
+        """Start the processes (from the main thread: they die with it); wait_ready() then waits."""
+        if self.storage == DISK_STORAGE:
+            self.launch_store()
+        self.launch_broker()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
         try:
+            if self.store is not None:
+                wait_for_line(self.store, self.store_log, "object store listening", timeout)
             wait_until_ready(self.bootstrap_servers, timeout, self.process, self.log_file)
         except BaseException:
             self.stop()
             raise
-        log.info("embedded tansu broker ready at %s (storage %s, log %s)", self.bootstrap_servers, self.storage, self.log_file)
+        log.info("embedded tansu broker ready at %s (storage %s, log %s)", self.bootstrap_servers,
+                 f"disk under {self.disk_dir}" if self.storage == DISK_STORAGE else self.storage, self.log_file)
+
+    def start(self, timeout: float = 30.0) -> "EmbeddedBroker":
+        self.launch()
+        self.wait_ready(timeout)
         return self
 
-    def stop(self, grace: float = 5.0) -> None:
-        stop_process(self.process, grace, "tansu")
+    def stop(self, grace: float = 3.0) -> None:
+        # tansu waits for every client connection to close before it exits on SIGTERM; its disk writes
+        # are each one atomic object, so SIGKILL after the grace period loses nothing acknowledged.
+        stop_process(self.process, grace, "tansu", kill_level=logging.DEBUG)
+        stop_process(self.store, grace, "object store")
+
+    @staticmethod
+    def _log_mark(log_file: Path) -> None:
+        """Readiness is read from the log: remember where this start's lines begin."""
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("ab") as handle:
+            handle.write(READY_MARK)
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -28,8 +29,13 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _hub_state(settings: Settings) -> dict:
-    path = Path(settings.data_dir) / HUB_STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The running hub's state ({} if no hub runs here); a file left by a hub that died is an error."""
+    from infra.hub import HubStateStale, read_state_file
+
+    try:
+        return read_state_file(Path(settings.data_dir) / HUB_STATE_FILE)
+    except HubStateStale as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _bootstrap(settings: Settings) -> str:
@@ -49,10 +55,9 @@ def _bootstrap(settings: Settings) -> str:
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None, verbose: bool) -> None:
     """Omnihub: one view of each customer across every channel."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "aiokafka", "clickhouse_connect"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from infra import logs
+
+    logs.install(logging.DEBUG if verbose else logging.INFO)
     try:
         ctx.obj = {"settings": load_settings(config_file)}
     except SettingsError as error:
@@ -129,30 +134,73 @@ def run(ctx: click.Context, connector_configs: tuple[str, ...]) -> None:
     """Run the hub until interrupted: broker (embedded unless configured), Faust worker, sink, query endpoint."""
     from infra.hub import Hub
 
+    from infra.hub import HubStateStale, read_state_file
+    from infra.supervision import ChildKeepsFailing
+
     settings = _settings(ctx)
     state_file = Path(settings.data_dir) / HUB_STATE_FILE
+    try:
+        running = read_state_file(state_file)
+    except HubStateStale as error:
+        log.warning("%s; replacing it", str(error).split(";")[0])
+        running = {}
+    if running:
+        raise click.ClickException(f"a hub is already running on {settings.data_dir} (pid {running['pid']}): "
+                                   "stop it first (one hub per data folder)")
 
     async def main():  # -> SinkStats
-        async with Hub(settings) as hub:
+        async with Hub(settings, state_file=state_file) as hub:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 asyncio.get_running_loop().add_signal_handler(signum, hub.request_stop)
-            state = {"bootstrap_servers": hub.bootstrap,
-                     "query_url": hub.query_server.address if hub.query_server else None}
-            state_file.parent.mkdir(parents=True, exist_ok=True)
-            state_file.write_text(json.dumps(state))
-            click.echo(f"hub running: {json.dumps(state)}; Ctrl-C stops it")
+            click.echo(f"hub running (pid {os.getpid()}): broker {hub.bootstrap} ({hub.status()['storage']}), "
+                       f"queries {hub.query_server.address if hub.query_server else 'direct'}; Ctrl-C stops it")
+            loaded = [_load_connector(config, settings, hub.bootstrap) for config in connector_configs]
+            runs = asyncio.create_task(_run_connectors(settings, hub.bootstrap, loaded, hub.stopping))
             try:
-                loaded = [_load_connector(config, settings, hub.bootstrap) for config in connector_configs]
-                runs = asyncio.create_task(_run_connectors(settings, hub.bootstrap, loaded, hub.stopping))
                 await hub.wait()
-                await runs
             finally:
-                state_file.unlink(missing_ok=True)
+                hub.request_stop()
+                await asyncio.gather(runs, return_exceptions=True)
         return hub.sink.stats
 
-    stats = asyncio.run(main())
+    try:
+        stats = asyncio.run(main())
+    except ChildKeepsFailing as error:
+        raise click.ClickException(f"hub stopped: {error}") from None
     click.echo(f"hub stopped; sink read {stats.records_read:,} records = stored {stats.records_read - stats.records_refused:,} "
                f"+ refused by ClickHouse {stats.records_refused:,} (dead-lettered)")
+
+
+@cli.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Each component of the running hub, consumer lag per group and topic, and each one's last error."""
+    from infra.kafka import consumer_lag
+
+    settings = _settings(ctx)
+    state = _hub_state(settings)
+    if not state:
+        raise click.ClickException(f"no hub running on {settings.data_dir}: start `omnihub run`")
+    age = time.time() - state["updated_at"]
+    click.echo(f"hub pid {state['pid']}, up {_duration(time.time() - state['started_at'])}, broker "
+               f"{state['bootstrap_servers']} ({state['storage']}, id {state['broker_id']}); state {age:.0f} s old")
+    _print_table(["component", "state", "pid", "restarts", "last exit", "last error"],
+                 [[c["name"], c["state"], c.get("pid") or "", c["restarts"], c.get("last_exit", ""),
+                   (c.get("last_error") or "")[:100]] for c in state["components"]])
+    groups = [settings.streams.app_id, settings.sink.group_id]
+    try:
+        lag = asyncio.run(consumer_lag(state["bootstrap_servers"], groups))
+    except Exception as error:
+        raise click.ClickException(f"broker {state['bootstrap_servers']} did not answer: {error}") from None
+    click.echo("")
+    _print_table(["consumer group", "topic", "committed", "end", "lag"],
+                 [[group, topic, committed, end, end - committed] for group, topic, committed, end in lag])
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
 @cli.group()
@@ -320,24 +368,31 @@ def clickhouse_migrate(ctx: click.Context) -> None:
 
 
 def _read_only_query(settings: Settings, sql: str, parameters: dict) -> tuple[list[str], list]:
-    """(columns, rows) of a read-only query: through a running hub when it owns embedded chDB, else direct."""
+    """(columns, rows) of one read statement: through a running hub when it owns embedded chDB, else
+    direct; either way in a session of its own, with limits (sinks/read_only.py)."""
     query_url = _hub_state(settings).get("query_url") if settings.embedded_clickhouse else None
     if query_url:  # a running hub owns the embedded folder: ask it
+        headers = {"Content-Type": "application/json"}
+        if settings.clickhouse.query_token:
+            headers["Authorization"] = f"Bearer {settings.clickhouse.query_token}"
         request = urllib.request.Request(query_url + "/query", data=json.dumps({"sql": sql, "parameters": parameters}).encode(),
-                                         method="POST", headers={"Content-Type": "application/json"})
+                                         method="POST", headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=settings.clickhouse.query_max_seconds + 30) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as error:
             raise click.ClickException(json.loads(error.read()).get("error", str(error))) from None
+        except (urllib.error.URLError, TimeoutError) as error:
+            raise click.ClickException(f"the hub's query endpoint {query_url} did not answer: {error}") from None
         return answer["columns"], answer["rows"]
-    from infra.clickhouse import open_client
+    from sinks.read_only import RefusedQuery, run_read_only
 
     try:
-        result = open_client(settings, create_database=False).query(sql, parameters=parameters or None, settings={"readonly": 1})
+        return run_read_only(settings, sql, parameters)
+    except RefusedQuery as error:
+        raise click.ClickException(f"refused: {error}") from None
     except Exception as error:
         raise click.ClickException(str(error)) from None
-    return list(result.column_names), result.result_rows
 
 
 def _parameters(params: tuple[str, ...]) -> dict:
@@ -454,14 +509,21 @@ def forget(ctx: click.Context, customer_id: str, reason: str) -> None:
 
 
 def _send_identity_command(settings: Settings, command: dict) -> None:
-    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
 
-    producer = KafkaProducer(bootstrap_servers=_bootstrap(settings), acks="all")
+    bootstrap = _bootstrap(settings)
     try:
-        producer.send(settings.topics.identity_commands, json.dumps(command).encode(),
-                      key=command["customer_id"].encode()).get(timeout=30)
-    finally:
-        producer.close()
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        try:
+            producer.send(settings.topics.identity_commands, json.dumps(command).encode(),
+                          key=command["customer_id"].encode()).get(timeout=30)
+        finally:
+            producer.close()
+    except KafkaError as error:
+        raise click.ClickException(f"the broker at {bootstrap} did not take the command "
+                                   f"({type(error).__name__}: {error}); nothing was sent") from None
 
 
 @identity.command("split")

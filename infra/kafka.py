@@ -16,6 +16,19 @@ from infra.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def _retry_produce_races() -> None:
+    """tansu's s3:// engine (the embedded broker's disk) answers UnknownError to a produce request that
+    raced another one to the same partition: both wrote the batch object at the same offset and the
+    second conditional PUT lost, so its records were not stored (infra/quirks: concurrent_produce).
+    Retrying is then exactly right, and the producer does it once the error is retriable."""
+    from aiokafka import errors
+
+    errors.UnknownError.retriable = True
+
+
+_retry_produce_races()
+
+
 def producer_config(settings: Settings, bootstrap: str) -> dict:
     """aiokafka producer arguments: acks=all for at-least-once; idempotence off because tansu
     answers InitProducerId with UnknownError (infra/quirks/idempotent_producer.py)."""
@@ -64,6 +77,31 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication
         if created:
             log.info("created topics %s with %d partitions", created, partitions)
         return created
+    finally:
+        admin.close()
+
+
+BROKER_MARKER_PREFIX = "omnihub-broker-"
+
+
+def broker_id(bootstrap: str) -> str:
+    """What names the data a broker holds: the suffix of a marker topic created the first time anyone
+    asks. Positions kept outside Kafka (connector files, webhook ids) record it, so a component that
+    meets a broker which lost its data (memory storage restarted, another cluster) can tell, instead of
+    resuming after records that are not there. Concurrent first calls may each create a marker: the
+    smallest name wins, for everyone."""
+    import uuid
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="omnihub-admin")
+    try:
+        markers = sorted(name for name in admin.list_topics() if name.startswith(BROKER_MARKER_PREFIX))
+        if not markers:
+            try:
+                admin.create_topics([NewTopic(BROKER_MARKER_PREFIX + uuid.uuid4().hex, 1, 1)])
+            except TopicAlreadyExistsError:
+                pass
+            markers = sorted(name for name in admin.list_topics() if name.startswith(BROKER_MARKER_PREFIX))
+        return markers[0][len(BROKER_MARKER_PREFIX):]
     finally:
         admin.close()
 
@@ -133,3 +171,35 @@ async def fetched_end_offsets(bootstrap: str, reported: dict, timeout: float = 1
     if missing:
         raise RuntimeError(f"no fetch answered for {missing} within {timeout} s: cannot know where they end")
     return {tp: max(end, ends.get(tp, end)) for tp, end in reported.items()}
+
+
+async def consumer_lag(bootstrap: str, groups: list[str]) -> list[tuple[str, str, int, int]]:
+    """(group, topic, committed, end) per group and topic, summed over partitions: how far each
+    consumer is behind. End offsets come from fetch responses (tansu's ListOffsets may be too low)."""
+    from aiokafka import AIOKafkaConsumer
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="omnihub-status")
+    try:
+        # kafka-python 3 renamed list_consumer_group_offsets; one group per call suits every broker.
+        committed = {group: admin.list_group_offsets(group)[group] for group in groups}
+    finally:
+        admin.close()
+    partitions = {tp for offsets in committed.values() for tp in offsets}
+    if not partitions:
+        return []
+    from aiokafka import TopicPartition as AioPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        reported = await consumer.end_offsets([AioPartition(tp.topic, tp.partition) for tp in partitions])
+    finally:
+        await consumer.stop()
+    ends = await fetched_end_offsets(bootstrap, reported)
+    rows: dict[tuple[str, str], list[int]] = {}
+    for group, offsets in committed.items():
+        for tp, meta in offsets.items():
+            row = rows.setdefault((group, tp.topic), [0, 0])
+            row[0] += max(meta.offset, 0)
+            row[1] += ends.get(AioPartition(tp.topic, tp.partition), 0)
+    return [(group, topic, c, e) for (group, topic), (c, e) in sorted(rows.items())]

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULT_CONFIG_FILE = "omnihub.toml"
@@ -23,7 +23,9 @@ class KafkaSettings(_Section):
     bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port]; unset means start the embedded tansu broker"
     )
-    embedded_storage: str = Field(default="memory://tansu/", description="tansu storage engine URL")
+    embedded_storage: str = Field(default="disk", description="disk: topics and committed offsets under "
+                                  "data_dir/broker, kept across restarts and crashes; memory://tansu/: lost at every "
+                                  "stop; s3://bucket/: an S3 server named by the AWS_* environment")
     session_timeout_ms: int = Field(default=6000, ge=1000, description="group session timeout (tansu joins take half of it)")
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     producer_linger_ms: int = Field(default=5, ge=0)
@@ -49,8 +51,8 @@ class KafkaSettings(_Section):
     @field_validator("embedded_storage")
     @classmethod
     def _check_storage(cls, value: str) -> str:
-        if not value.startswith(("memory://", "s3://")):
-            raise ValueError("the bundled tansu build only supports memory:// and s3:// storage")
+        if value != "disk" and not value.startswith(("memory://", "s3://")):
+            raise ValueError("expected disk, memory://... or s3://... (the bundled tansu build has no other storage)")
         return value
 
 
@@ -62,6 +64,19 @@ class ClickHouseSettings(_Section):
     database: str = Field(default="omnihub", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     query_host: str = Field(default="127.0.0.1", description="embedded mode: where the owning process answers queries")
     query_port: int = Field(default=8124, ge=0, le=65535)
+    query_token: str | None = Field(default=None, description="bearer token analysts' requests must carry; "
+                                    "required when query_host is not a loopback address")
+    query_max_seconds: int = Field(default=60, ge=1, description="an analyst's query is stopped after this long")
+    query_max_memory_bytes: int = Field(default=4 * 1024**3, ge=1024**2)
+    query_max_result_rows: int = Field(default=1_000_000, ge=1)
+    query_max_threads: int = Field(default=1, ge=1, description="threads per analyst query: the other cores load")
+    query_max_concurrent: int = Field(default=4, ge=1, description="analysts' queries running at once; more wait")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> "ClickHouseSettings":
+        if self.query_host not in ("127.0.0.1", "localhost", "::1") and not self.query_token:
+            raise ValueError(f"query_host {self.query_host!r} is reachable from other machines: set query_token too")
+        return self
 
     @field_validator("url")
     @classmethod

@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 from datetime import datetime, timezone
 
 import faust
@@ -29,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 
 from infra.kafka import fetched_end_offsets, matching_topics, producer_config
 from infra.settings import Settings
+from infra.supervision import RESTART_REQUESTED
 from schemas.models import dead_letter
 from schemas.serde import codec
 from streams import profiles as profile_state
@@ -37,6 +40,9 @@ from streams.identity import IdentityGraph, IdentityRules, Resolution, event_ide
 
 log = logging.getLogger(__name__)
 
+NEW_CHANNEL_POLL_SECONDS = 3.0
+# Set by the app when it stopped to pick up a new channel topic; read by run_worker for its exit status.
+restart = {"requested": False}
 BATCH_MAX_EVENTS = 1000
 BATCH_MAX_SECONDS = 0.05
 TIMELINE_KINDS_EXCLUDED = ("order", "order_mention")  # derived for matching, not identifiers of the person
@@ -231,6 +237,18 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             await app.producer.flush()
             # Everything this batch produced is acknowledged: Faust may now ack its events.
 
+    @app.timer(interval=NEW_CHANNEL_POLL_SECONDS)
+    async def watch_for_new_channels():
+        """Faust cannot subscribe by pattern, so a channel topic created after the start (a new connector
+        run while the hub is up) is read by restarting: the worker stops cleanly and exits with
+        RESTART_REQUESTED, and the hub's supervisor starts it again at once, now reading that topic."""
+        found = set(await asyncio.to_thread(matching_topics, bootstrap, topics.channel_pattern))
+        new = sorted(found - set(names))
+        if new and not restart["requested"]:
+            log.info("new channel topic(s) %s: restarting the worker to read them", ", ".join(new))
+            restart["requested"] = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
     @app.timer(interval=30.0)
     async def best_customer_threshold():
         """The 12-month revenue that puts a customer in the best-customer segment, from all profiles."""
@@ -244,7 +262,13 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
 
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
-    """Run one Faust worker in the foreground until SIGTERM/SIGINT."""
+    """Run one Faust worker in the foreground until SIGTERM/SIGINT; exits with RESTART_REQUESTED when it
+    stopped to read a new channel topic (the hub restarts it; run alone, start it again)."""
     app = create_app(settings, bootstrap)
     worker = faust.Worker(app, loglevel=loglevel, override_logging=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if restart["requested"]:
+            logging.shutdown()
+            os._exit(RESTART_REQUESTED)

