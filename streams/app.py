@@ -1,7 +1,7 @@
 """Faust app: resolve the customer behind every channel event and publish the unified topics.
 
 One agent reads every channel topic (and operator commands) and, per event: resolves its customer
-in the identity graph (streams/identity.py, kept in changelog-backed Faust tables), folds it into
+in the identity graph (streams/identity.py, kept in streams/state_store.py), folds it into
 the customer's profile (streams/profiles.py), and publishes
 - customer-timeline: the event with its resolved customer id, keyed by customer id;
 - identity-merges: each merge or split, keyed by the surviving id;
@@ -9,13 +9,13 @@ the customer's profile (streams/profiles.py), and publishes
 - customer-profiles (compacted): each changed customer's profile once per batch, and a tombstone
   for an id merged away.
 
-At-least-once: Faust commits a source offset only after the batch is processed and every record it
-produced is acknowledged, so a crashed worker re-processes from the last commit. A redelivered
-event changes no state (the events table knows it) and its timeline record is published again as it
+At-least-once: Faust commits a source offset only after the batch's state change is stored and every
+record it produced is acknowledged, so a crashed worker re-processes from the last commit. A redelivered
+event changes no state (the events view knows it) and its timeline record is published again as it
 was, with the same event id and customer id, so consumers deduplicate it as one record. exactly_once is not an option on tansu.
 
-Consistency: the identity graph is one state, so resolution runs on one worker; the tables use the
-key partitioner, so each key's history is in one changelog partition and replays in order.
+Consistency: the identity graph is one state with one writer, so resolution runs on one worker; its
+changelog has one partition, one delta record per batch, replayed in order.
 """
 from __future__ import annotations
 
@@ -24,18 +24,21 @@ import json
 import logging
 import os
 import signal
+import time
+import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import faust
 from aiokafka import AIOKafkaProducer
 
-from infra.kafka import fetched_end_offsets, matching_topics, producer_config
+from infra.kafka import broker_id, consumer_config, ensure_topics, fetched_end_offsets, matching_topics, producer_config
 from infra.settings import Settings
 from infra.supervision import RESTART_REQUESTED
 from schemas.models import dead_letter
 from schemas.serde import codec
 from streams import profiles as profile_state
-from streams.batch_state import BatchState
+from streams.state_store import DeltaAssembler, StateStore, delta_records
 from streams.identity import IdentityGraph, IdentityRules, Resolution, event_identifiers
 
 log = logging.getLogger(__name__)
@@ -48,27 +51,6 @@ BATCH_MAX_SECONDS = 0.05
 TIMELINE_KINDS_EXCLUDED = ("order", "order_mention")  # derived for matching, not identifiers of the person
 
 
-def trust_fetch_high_watermarks() -> None:
-    """Faust recovers tables by reading changelogs up to their end offsets, which tansu can report
-    too low (infra/quirks/end_offsets.py): recovery would stop early and lose state. Take the end
-    offsets from fetch responses instead (infra.kafka.fetched_end_offsets)."""
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    if getattr(AIOKafkaConsumerThread, "_omnihub_fetched_ends", False):
-        return
-    original = AIOKafkaConsumerThread._highwaters
-
-    async def _highwaters(self, partitions):
-        reported = await original(self, partitions)
-        if self.consumer.in_transaction:
-            return reported
-        bootstrap = ",".join(f"{url.host}:{url.port}" for url in self.app.conf.broker)
-        return await fetched_end_offsets(bootstrap, dict(reported))
-
-    AIOKafkaConsumerThread._highwaters = _highwaters
-    AIOKafkaConsumerThread._omnihub_fetched_ends = True
-
-
 def identity_rules(settings: Settings) -> IdentityRules:
     s = settings.identity
     return IdentityRules(default_region=s.default_region, blocked_values=tuple(s.blocked_values),
@@ -77,12 +59,15 @@ def identity_rules(settings: Settings) -> IdentityRules:
                          max_identifiers=s.max_identifiers)
 
 
-def create_app(settings: Settings, bootstrap: str) -> faust.App:
-    trust_fetch_high_watermarks()
+def state_changelog(settings: Settings) -> str:
+    return f"{settings.streams.app_id}-resolution-state-changelog"
+
+
+def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.App:
     app = faust.App(
         settings.streams.app_id,
         broker=[f"kafka://{server}" for server in bootstrap.split(",")],
-        store="memory://",
+        store="memory://",  # no Faust tables: the resolution state is streams/state_store.py
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
@@ -108,23 +93,19 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     log.info("reading channel topics %s and commands from %s", names, topics.identity_commands)
     source = app.topic(*names, topics.identity_commands, key_serializer="raw", value_serializer="raw")
 
-    def table(name: str) -> faust.Table:
-        return app.Table(name, default=None, partitions=topics.partitions, use_partitioner=True)
-
     rules = identity_rules(settings)
-    profile_table = table("customer-profile-state")
-    # Write-back views, flushed once per batch: one changelog record per key touched, not per change.
-    views = [BatchState(table(name)) for name in ("identity-owners", "identity-clusters", "identity-aliases",
-                                                  "identity-sightings", "identity-events", "identity-meta")]
-    profiles = BatchState(profile_table)
-    views.append(profiles)
-    graph = IdentityGraph(rules, *views[:6])
+    views = store.views
+    profiles = views["profiles"]
+    graph = IdentityGraph(rules, views["owners"], views["clusters"], views["aliases"], views["sightings"],
+                          views["events"], views["meta"])
+    changelog = state_changelog(settings)
+    this_broker = broker_id(bootstrap)
     codecs = {name: codec(name, registry, topic) for name, topic in (
         ("channel_event", None), ("timeline_event", topics.customer_timeline), ("identity_merge", topics.identity_merges),
         ("identity_warning", topics.identity_warnings), ("customer_profile", topics.customer_profiles),
         ("customer_erasure", topics.customer_erasures),
         ("dead_letter", topics.dead_letters))}
-    state = {"producer": None, "best_threshold": None}
+    state = {"producer": None, "best_threshold": None, "started": uuid.uuid4().hex[:12], "batches": 0}
 
     async def producer() -> AIOKafkaProducer:
         # Our own producer, not Faust's topic.send: a send per event through Faust costs ~0.8 ms here.
@@ -227,14 +208,16 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     sends.append((topics.customer_profiles, customer_id.encode(), record))
             for customer_id in sorted(absorbed):
                 sends.append((topics.customer_profiles, customer_id.encode(), None))  # tombstone: merged away or forgotten
-            for view in views:
-                view.flush()
             kafka = await producer()
+            # State first (changelog acked, then RocksDB), outputs second, offsets last: streams/state_store.py.
+            delta = store.take_delta()
+            if delta:
+                state["batches"] += 1
+                parts = delta_records(delta, f"{state['started']}-{state['batches']}")
+                acks = await asyncio.gather(*[await kafka.send(changelog, part, partition=0) for part in parts])
+                store.apply(delta, acks[-1].offset, this_broker)
             futures = [await kafka.send(topic, value, key=key) for topic, key, value in sends]
             await asyncio.gather(*futures)
-            # The tables' changelog writes too: Faust buffers them, and a commit that overtook them would
-            # leave a restarted worker with state older than its offsets.
-            await app.producer.flush()
             # Everything this batch produced is acknowledged: Faust may now ack its events.
 
     @app.timer(interval=NEW_CHANNEL_POLL_SECONDS)
@@ -252,7 +235,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.timer(interval=30.0)
     async def best_customer_threshold():
         """The 12-month revenue that puts a customer in the best-customer segment, from all profiles."""
-        revenues = sorted((profile_state.revenue_12_months(p) for p in profile_table.values() if p), reverse=True)
+        revenues = sorted((profile_state.revenue_12_months(p) for p in profiles.values() if p), reverse=True)
         revenues = [r for r in revenues if r > 0]
         if revenues:
             index = max(0, int(len(revenues) * settings.identity.best_customer_share) - 1)
@@ -261,10 +244,68 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     return app
 
 
+async def recover_state(settings: Settings, bootstrap: str, store: StateStore) -> dict:
+    """Bring the local state up to the changelog's end: only what was written after the offset RocksDB
+    holds (everything, on a fresh machine). Returns what it did, for the log and the benchmark."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    started = time.monotonic()
+    changelog = state_changelog(settings)
+    ensure_topics(bootstrap, [changelog], 1, settings.topics.replication_factor)
+    this_broker = broker_id(bootstrap)
+    if store.changelog_broker and store.changelog_broker != this_broker:
+        # The broker lost its data (or is another one): keep the local state, so known people keep their ids,
+        # and start a new changelog on this broker with a full copy of it.
+        log.error("the resolution state's changelog was on broker %s, this broker is %s: keeping the local state "
+                  "and writing it to the new changelog", store.changelog_broker, this_broker)
+        full = {name: {key: view[key] for key in view} for name, view in store.views.items()}
+        producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
+        await producer.start()
+        try:
+            parts = delta_records(full, f"snapshot-{uuid.uuid4().hex[:12]}")
+            acks = await asyncio.gather(*[await producer.send(changelog, part, partition=0) for part in parts])
+        finally:
+            await producer.stop()
+        store.apply({}, acks[-1].offset, this_broker)
+        return {"replayed_records": 0, "seconds": time.monotonic() - started, "snapshot_records": len(parts)}
+    partition = TopicPartition(changelog, 0)
+    consumer = AIOKafkaConsumer(**consumer_config(settings, bootstrap, group_id=None))
+    await consumer.start()
+    replayed = applied = 0
+    try:
+        reported = await consumer.end_offsets([partition])
+        end = (await fetched_end_offsets(bootstrap, reported))[partition]
+        start = store.changelog_offset + 1
+        consumer.assign([partition])
+        consumer.seek(partition, start)
+        assembler = DeltaAssembler()
+        position = start
+        while position < end:
+            batch = await consumer.getmany(partition, timeout_ms=2000, max_records=2000)
+            for message in batch.get(partition, []):
+                position = message.offset + 1
+                replayed += 1
+                delta = assembler.add(message.value)
+                if delta is not None:
+                    store.apply(delta, message.offset, this_broker)
+                    applied += 1
+            if not batch and position < end:
+                log.info("recovering the resolution state: at changelog offset %d of %d", position, end)
+    finally:
+        await consumer.stop()
+    report = {"replayed_records": replayed, "applied_batches": applied, "from_offset": store.changelog_offset,
+              "seconds": round(time.monotonic() - started, 3)}
+    log.info("resolution state recovered: %s", report)
+    return report
+
+
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
     """Run one Faust worker in the foreground until SIGTERM/SIGINT; exits with RESTART_REQUESTED when it
     stopped to read a new channel topic (the hub restarts it; run alone, start it again)."""
-    app = create_app(settings, bootstrap)
+    store = StateStore(Path(settings.data_dir) / "state")
+    asyncio.run(recover_state(settings, bootstrap, store))
+    asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust needs one
+    app = create_app(settings, bootstrap, store)
     worker = faust.Worker(app, loglevel=loglevel, override_logging=False)
     try:
         worker.execute_from_commandline()
