@@ -13,6 +13,7 @@ the embedded broker has no idempotent producer (README, Known limitations).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -31,10 +32,17 @@ from schemas.serde import codec
 
 log = logging.getLogger(__name__)
 
+
+def printable(text: str) -> str:
+    """Text that encodes as UTF-8 whatever it quotes (a lone surrogate from a record becomes U+FFFD)."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
 COMMIT_EVERY = 5000        # records per acknowledged batch and position commit
 YIELD_EVERY = 500          # records mapped between two chances for the producer to send
 ID_HEADER = "omnihub-id"   # event id (channel records) or dead-letter id: what a resumed run deduplicates on
 DEAD_LETTER_NAMESPACE = uuid.UUID("0d1e4c8a-7f3b-5a2e-9c61-6f6d6e696875")
+RECORD_OVERHEAD_BYTES = 16 * 1024  # headers, key and batch framing around one record's value
+DEAD_LETTER_HEAD_BYTES = 64 * 1024  # of a record too large for the broker, the dead letter keeps this much
 
 
 @dataclass
@@ -77,6 +85,7 @@ class Outcome:
     reason: str | None
     future: asyncio.Future | None = None  # the broker's acknowledgement
     record_id: str = ""                   # event id, or dead-letter id
+    skip_key: str = ""                    # what a resend is recognised by
 
 
 class Connector:
@@ -92,36 +101,47 @@ class Connector:
         self.codec = codec(self.config.schema_name, registry, self.topic)
         self.dead_letter_codec = codec("dead_letter", registry, self.dead_letter_topic)
         self.producer: AIOKafkaProducer | None = None
+        # What one record may weigh on the wire, headers and batch overhead aside.
+        self.max_record_bytes = settings.kafka.producer_max_batch_bytes - RECORD_OVERHEAD_BYTES
 
     # --- mapping, no I/O --------------------------------------------------------------------
 
     def convert(self, record: SourceRecord) -> tuple[bytes, bytes, str]:
-        """(key, encoded value, event id) of an accepted record; raises MappingError with the reason."""
+        """(key, encoded value, event id) of an accepted record; raises MappingError with the reason.
+        No record can stop a source: whatever goes wrong with one (an Infinity where an integer belongs,
+        nesting deeper than Python recurses, a lone surrogate) is that record's rejection."""
         if record.error:
             raise MappingError(record.error)
-        event = self.mapper.map(record.value)
+        try:
+            event = self.mapper.map(record.value)
+        except MappingError:
+            raise
+        except (RecursionError, ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+            raise MappingError(f"cannot be mapped: {type(error).__name__}: {error}") from None
         try:
             value = self.codec.encode(event)
-        except (ValueError, TypeError) as error:  # the schema refused a mapped value
+            key = str(event[self.config.key]).encode()
+        except (ValueError, TypeError, ArithmeticError, RecursionError) as error:  # the schema refused a mapped value
             raise MappingError(f"does not fit schema {self.config.schema_name}: {error}") from None
-        return str(event[self.config.key]).encode(), value, event["event_id"]
+        if len(value) > self.max_record_bytes:
+            raise MappingError(f"the event is {len(value):,} bytes, more than the broker takes in one record "
+                               f"({self.max_record_bytes:,}); its head is kept in this dead letter")
+        return key, value, event["event_id"]
 
     def preview(self, records: Iterable[SourceRecord]) -> Iterator[tuple[SourceRecord, dict | None, str | None]]:
         """(record, mapped event, None) or (record, None, reason) for each record: the dry run of `check`."""
         for record in records:
             try:
-                if record.error:
-                    raise MappingError(record.error)
-                event = self.mapper.map(record.value)
-                self.codec.encode(event)
-                yield record, event, None
+                self.convert(record)
+                yield record, self.mapper.map(record.value), None
             except MappingError as error:
                 yield record, None, str(error)
-            except (ValueError, TypeError) as error:
-                yield record, None, f"does not fit schema {self.config.schema_name}: {error}"
 
-    def dead_letter_id(self, source: str, position: str) -> str:
-        return str(uuid.uuid5(DEAD_LETTER_NAMESPACE, f"{self.config.name}|{source}|{position}"))
+    def dead_letter_id(self, source: str, position: str, raw: bytes = b"") -> str:
+        """Stable for the same record at the same place (a resumed run, a resent request finds it), and
+        different for a different record at the same place (a reused request id never hides one)."""
+        digest = hashlib.sha256(raw).hexdigest()[:16]
+        return str(uuid.uuid5(DEAD_LETTER_NAMESPACE, f"{self.config.name}|{source}|{position}|{digest}"))
 
     # --- Kafka ------------------------------------------------------------------------------
 
@@ -137,25 +157,30 @@ class Connector:
             await self.producer.stop()
             self.producer = None
 
-    async def send(self, record: SourceRecord, source: str, skip_ids: Container[str] = frozenset()) -> Outcome:
-        """Map and send one record (or its dead letter); await outcome.future for the acknowledgement."""
+    async def send(self, record: SourceRecord, source: str, skip_ids: Container[str] = frozenset(),
+                   by_content: bool = False) -> Outcome:
+        """Map and send one record (or its dead letter); await outcome.future for the acknowledgement.
+        A record whose id is in skip_ids was sent before and is not sent again; by_content (the webhook)
+        keys that on the id and the record's bytes, so a different record under a reused id is sent."""
         try:
             key, value, record_id = self.convert(record)
             reason = None
             topic, headers = self.topic, [("connector", self.config.name.encode()),
                                           ("position", record.position.encode())]
         except MappingError as error:
-            reason = str(error)
-            record_id = self.dead_letter_id(source, record.position)
+            reason = printable(str(error))
+            record_id = self.dead_letter_id(source, record.position, record.raw)
             key, topic = None, self.dead_letter_topic
+            raw = record.raw if len(record.raw) <= DEAD_LETTER_HEAD_BYTES else record.raw[:DEAD_LETTER_HEAD_BYTES]
             value = self.dead_letter_codec.encode(
-                dead_letter(f"connector:{self.config.name}", source, record.position, reason, record.raw))
-            headers = [("connector", self.config.name.encode()), ("source", source.encode()),
+                dead_letter(f"connector:{self.config.name}", source, record.position, reason, raw))
+            headers = [("connector", self.config.name.encode()), ("source", printable(source).encode()),
                        ("position", record.position.encode()), ("error", reason[:500].encode())]
-        if record_id in skip_ids:
-            return Outcome(record, reason, None, record_id)  # already on Kafka: sent before (interrupted run, client retry)
+        skip_key = f"{record_id}:{hashlib.sha256(record.raw).hexdigest()[:16]}" if by_content else record_id
+        if skip_key in skip_ids:
+            return Outcome(record, reason, None, record_id, skip_key)  # already on Kafka: sent before (interrupted run, client retry)
         future = await self.producer.send(topic, value, key=key, headers=headers + [(ID_HEADER, record_id.encode())])
-        return Outcome(record, reason, future, record_id)
+        return Outcome(record, reason, future, record_id, skip_key)
 
     async def settle(self, outcomes: list[Outcome], report: RunReport | None, high_water: dict[str, dict[str, int]]) -> None:
         """Wait for every acknowledgement (a failed send raises: the run stops and its position is not

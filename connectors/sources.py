@@ -27,6 +27,18 @@ class SourceRecord:
     end_line: int = 0          # last line number this record used
 
 
+def parse_json(raw: bytes) -> tuple[Any, str | None]:
+    """(value, None) or (None, why not): never raises, whatever the bytes."""
+    try:
+        return json.loads(raw), None
+    except UnicodeDecodeError as error:
+        return None, f"not valid UTF-8: byte 0x{raw[error.start]:02x} at position {error.start}"
+    except ValueError as error:
+        return None, f"not valid JSON: {getattr(error, 'msg', error)} (column {getattr(error, 'colno', '?')})"
+    except RecursionError:
+        return None, "not readable JSON: nested deeper than this reader follows"
+
+
 def read_jsonl(path: Path, start_offset: int = 0, start_line: int = 0, follow: bool = False) -> Iterator[SourceRecord | None]:
     """One record per line. With follow, yields None at the end of the file (the caller waits and
     iterates again) instead of ending; a last line without its newline is read only when not
@@ -48,11 +60,8 @@ def read_jsonl(path: Path, start_offset: int = 0, start_line: int = 0, follow: b
             if not raw.strip():
                 continue  # blank lines are layout, not records
             record = SourceRecord(f"line {line_number}", raw, end_offset=offset, end_line=line_number)
-            try:
-                record.value = json.loads(raw)
-            except ValueError as error:
-                record.error = f"not valid JSON: {getattr(error, 'msg', error)} (column {getattr(error, 'colno', '?')})"
-            else:
+            record.value, record.error = parse_json(raw)
+            if record.error is None:
                 if not isinstance(record.value, dict):
                     record.error = f"expected a JSON object, got {type(record.value).__name__}"
             yield record
@@ -81,7 +90,13 @@ class _OffsetLines:
         self.offset += len(line)
         self.line_number += 1
         self.taken.append(line)
-        return line.decode(self.encoding)
+        # Undecodable bytes survive as lone surrogates: the row holding them is rejected with its line,
+        # instead of the whole file failing at it.
+        return line.decode(self.encoding, "surrogateescape")
+
+
+def _undecodable(cell: str) -> bool:
+    return any(0xDC80 <= ord(c) <= 0xDCFF for c in cell)
 
 
 def read_csv(path: Path, start_offset: int = 0, start_line: int = 0, encoding: str = "utf-8",
@@ -130,6 +145,13 @@ def read_csv(path: Path, start_offset: int = 0, start_line: int = 0, encoding: s
             record = SourceRecord(position, raw, end_offset=lines.offset, end_line=lines.line_number)
             if not any(cell.strip() for cell in row):
                 continue  # blank line
+            bad = next((cell for cell in row if _undecodable(cell)), None)
+            if bad is not None:
+                byte = next(ord(c) - 0xDC00 for c in bad if 0xDC80 <= ord(c) <= 0xDCFF)
+                record.error = f"not valid {encoding}: byte 0x{byte:02x}"
+                yield from flush()
+                yield record
+                continue
             if len(row) != len(header):
                 record.error = f"expected {len(header)} columns ({', '.join(header)}), got {len(row)}"
                 yield from flush()

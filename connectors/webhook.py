@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 import os
 import uuid
 from collections import OrderedDict
 from pathlib import Path
+from typing import Iterator
 
 from aiohttp import web
 from kafka.errors import KafkaError as SyncKafkaError
@@ -30,7 +32,7 @@ from aiokafka.errors import KafkaError
 
 from connectors.config import WebhookSource
 from connectors.runtime import Connector, RunReport
-from connectors.sources import SourceRecord
+from connectors.sources import SourceRecord, parse_json
 from infra.kafka import broker_id
 
 log = logging.getLogger(__name__)
@@ -38,30 +40,46 @@ log = logging.getLogger(__name__)
 RECENT_IDS = 100_000
 
 
-def parse_body(body: bytes, content_type: str, request_id: str) -> list[SourceRecord]:
-    """The records of a request body; a body that is not JSON is one record with an error."""
+JSON_TYPES = ("application/json", "text/json")
+LINES_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines",
+               "application/json-seq")
+CHUNK_RECORDS = 1000  # records parsed and sent at a time: a large body never holds all its records parsed
+
+
+def accepted_content_type(content_type: str) -> bool:
+    return content_type in JSON_TYPES or content_type in LINES_TYPES or content_type.endswith("+json")
+
+
+def parse_body(body: bytes, content_type: str, request_id: str) -> Iterator[SourceRecord]:
+    """The records of a request body, one at a time; a body that is not JSON is one record with an error.
+    Never raises, whatever the bytes (invalid UTF-8, any nesting depth, lone surrogates)."""
     position = f"request {request_id}"
-    if "ndjson" in content_type or "jsonl" in content_type or "json-seq" in content_type:
-        items = []
-        for index, line in enumerate(l for l in body.splitlines() if l.strip()):
+    if content_type in LINES_TYPES:
+        index = 0
+        for line in body.splitlines():
+            if not line.strip():
+                continue
             record = SourceRecord(f"{position} item {index}", line)
-            try:
-                record.value = json.loads(line)
-            except ValueError as error:
-                record.error = f"not valid JSON: {error}"
-            items.append(record)
-    else:
+            record.value, record.error = parse_json(line)
+            index += 1
+            yield _object_only(record)
+        return
+    payload, error = parse_json(body)
+    if error is not None:
+        yield SourceRecord(position, body, error=error)
+        return
+    for index, value in enumerate(payload if isinstance(payload, list) else [payload]):
         try:
-            payload = json.loads(body)
-        except ValueError as error:
-            return [SourceRecord(position, body, error=f"not valid JSON: {error}")]
-        payload = payload if isinstance(payload, list) else [payload]
-        items = [SourceRecord(f"{position} item {index}", json.dumps(value).encode(), value=value)
-                 for index, value in enumerate(payload)]
-    for record in items:
-        if record.error is None and not isinstance(record.value, dict):
-            record.error = f"expected a JSON object, got {type(record.value).__name__}"
-    return items
+            raw = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogateescape")
+        except (RecursionError, ValueError):
+            raw = body[:4096]
+        yield _object_only(SourceRecord(f"{position} item {index}", raw, value=value))
+
+
+def _object_only(record: SourceRecord) -> SourceRecord:
+    if record.error is None and not isinstance(record.value, dict):
+        record.error = f"expected a JSON object, got {type(record.value).__name__}"
+    return record
 
 
 class Webhook:
@@ -125,35 +143,60 @@ class Webhook:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        content_type = request.content_type or ""
+        if not accepted_content_type(content_type):
+            return web.json_response({"error": f"content type {content_type!r} is not taken here: send "
+                                      "application/json (one record or an array) or application/x-ndjson"},
+                                     status=415)
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        body = await request.read()
-        records = parse_body(body, request.content_type or "", request_id)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise
         batch = RunReport(self.report.connector, self.report.source)
+        rejected: list[dict] = []
+        whole_body_bad = False
         async with self.lock:
             try:
-                outcomes = [await self.connector.send(record, self.report.source, self.recent) for record in records]
-                await self.connector.settle(outcomes, batch, {})
-                for outcome in outcomes:
-                    self.recent[outcome.record_id] = None
-                    self.recent.move_to_end(outcome.record_id)
+                records = parse_body(body, content_type, request_id)
+                index = 0
+                while True:
+                    chunk = list(itertools.islice(records, CHUNK_RECORDS))
+                    if not chunk:
+                        break
+                    outcomes = [await self.connector.send(record, self.report.source, self.recent, by_content=True)
+                                for record in chunk]
+                    await self.connector.settle(outcomes, batch, {})
+                    for outcome in outcomes:
+                        self.recent[outcome.skip_key] = None
+                        self.recent.move_to_end(outcome.skip_key)
+                        if outcome.reason is not None:
+                            rejected.append({"index": index, "position": outcome.record.position, "reason": outcome.reason})
+                            whole_body_bad = outcome.record.value is None and outcome.record.position.endswith(request_id)
+                        index += 1
+                    del chunk, outcomes
                 while len(self.recent) > RECENT_IDS:
                     self.recent.popitem(last=False)
             except (KafkaError, SyncKafkaError, asyncio.TimeoutError) as error:
                 log.warning("%s: request %s not acknowledged by Kafka: %s", self.report.connector, request_id, error)
                 return web.json_response({"request_id": request_id, "error": f"Kafka did not acknowledge: {error}; "
                                           "resending is safe"}, status=503)
-            self.report.read += len(records)
-            self.report.accepted += batch.accepted
-            self.report.rejected += batch.rejected
-            self.report.already_on_kafka += batch.already_on_kafka
-            for reason, n in batch.reasons.items():
-                self.report.reasons[reason] = self.report.reasons.get(reason, 0) + n
-        rejected = [{"index": i, "position": o.record.position, "reason": o.reason}
-                    for i, o in enumerate(outcomes) if o.reason is not None]
+            except Exception as error:  # a defect of ours, not of the record: say so, and resending stays safe
+                log.exception("%s: request %s failed", self.report.connector, request_id)
+                return web.json_response({"request_id": request_id, "error": f"{type(error).__name__}: {error}; "
+                                          "resending is safe"}, status=503)
+            finally:
+                # What was acknowledged counts, even when a later chunk failed: the counts stay true.
+                self.report.read += batch.accepted + batch.rejected
+                self.report.accepted += batch.accepted
+                self.report.rejected += batch.rejected
+                self.report.already_on_kafka += batch.already_on_kafka
+                for reason, n in batch.reasons.items():
+                    self.report.reasons[reason] = self.report.reasons.get(reason, 0) + n
         answer = {"request_id": request_id, "accepted": batch.accepted, "rejected": rejected}
         if not rejected:
             return web.json_response(answer, status=200)
-        return web.json_response(answer, status=400 if len(records) == 1 and records[0].value is None else 422)
+        return web.json_response(answer, status=400 if whole_body_bad else 422)
 
 
 async def serve(connector: Connector, stop: asyncio.Event | None = None) -> RunReport:

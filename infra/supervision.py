@@ -112,7 +112,7 @@ class Supervisor:
             tail = last_line(child.log_file)
             cause = f"{child.state.last_exit}" + (f"; its log ends: {tail}" if tail else "")
             delay = next_delay(child.state, self.policy, cause)
-            log.error("%s (pid %d) stopped: %s; restarting in %.0f s (failure %d of %d allowed in %.0f s)",
+            log.error("%s (pid %d) stopped: %s; restarting in %.1f s (failure %d of %d allowed in %.0f s)",
                       child.state.name, child.process.pid, cause, delay, len(child.state.failures),
                       self.policy.max_restarts, self.policy.window_seconds)
         try:

@@ -84,12 +84,12 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
     registry = settings.schemas.registry_url
     topics = settings.topics
     # Channel topics are found by name pattern, so a channel added with one connector config needs no
-    # settings change. Found at start only: Faust cannot subscribe by pattern (its aiokafka driver:
-    # "XXX pattern does not work"), so a new channel's topic is read from the worker's next start.
+    # settings change. Faust cannot subscribe by pattern (its aiokafka driver: "XXX pattern does not
+    # work"), so a new channel's topic is read after a restart that watch_for_new_channels asks for.
     names = matching_topics(bootstrap, topics.channel_pattern)
     if not names:
-        raise RuntimeError(f"no topic matches topics.channel_pattern {topics.channel_pattern!r}: "
-                           "run a connector (it creates its topic) or `omnihub topics create`")
+        log.warning("no topic matches topics.channel_pattern %r yet: reading operator commands only; the worker "
+                    "restarts itself when a connector creates its channel topic", topics.channel_pattern)
     log.info("reading channel topics %s and commands from %s", names, topics.identity_commands)
     source = app.topic(*names, topics.identity_commands, key_serializer="raw", value_serializer="raw")
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from infra.hub import Hub, WorkerProcess, child_environment
+from infra.hub import Hub, child_environment
 from infra.kafka import ensure_topics, read_topic
 from schemas.models import event_id
 from schemas.serde import codec
@@ -154,16 +154,18 @@ def test_worker_killed_mid_stream_recovers_its_tables(settings, tmp_path):
             await produce(settings, topic, batches[0] + batches[1])
             await wait_for_timeline(settings, hub, people)             # some state in the tables
             hub.worker.kill()                                          # SIGKILL: no commit, no clean leave
-            await produce(settings, topic, batches[2])
-            hub.worker = WorkerProcess(settings, hub.bootstrap).start()
+            await produce(settings, topic, batches[2])                 # the hub's supervisor restarts it
             timeline = await wait_for_timeline(settings, hub, 3 * people, timeout=180)
             await asyncio.sleep(2)
             merges = await read(settings, hub, settings.topics.identity_merges, "identity_merge")
             profiles = await read(settings, hub, settings.topics.customer_profiles, "customer_profile")
-            recovery = [line for line in hub.worker.log_file.read_text().splitlines() if "Highwater" in line or "Restore" in line]
-            return timeline, merges, profiles, recovery
+            recovery = [line for line in hub.worker.log_file.read_text().splitlines() if "state recovered" in line]
+            restarts = {child.state.name: child.state.restarts for child in hub.supervisor.children}
+            return timeline, merges, profiles, recovery, restarts
 
-    timeline, merges, profiles, recovery = asyncio.run(scenario())
+    timeline, merges, profiles, recovery, restarts = asyncio.run(scenario())
+    assert restarts["worker"] == 1, restarts
+    assert len(recovery) == 2, recovery  # the first start and the supervisor's restart each recovered the state
     aliases = {m["absorbed_id"]: m["surviving_id"] for _, m in merges if m["action"] == "merge"}
 
     def current(customer_id):
