@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench run clean
+.PHONY: demo test bench faults run clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "omnihub needs Python >= 3.11, found " + sys.version)'
@@ -33,3 +33,9 @@ run: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .omnihub
+
+# Fault runs: kill -9 of worker, broker and hub during a 1M-event load, and 10,000+ hostile records.
+# Long (tens of minutes); not part of `make test`.
+faults: $(STAMP)
+	$(PY) tests/faults/fault_run.py
+	$(PY) tests/faults/hostile_inputs.py

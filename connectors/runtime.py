@@ -177,6 +177,9 @@ class Connector:
             headers = [("connector", self.config.name.encode()), ("source", printable(source).encode()),
                        ("position", record.position.encode()), ("error", reason[:500].encode())]
         skip_key = f"{record_id}:{hashlib.sha256(record.raw).hexdigest()[:16]}" if by_content else record_id
+        # The outcome waits for its acknowledgement with thousands of others: it keeps where the record
+        # came from, not its bytes (a batch of large records would otherwise stay in memory whole).
+        record.raw, record.value = b"", None
         if skip_key in skip_ids:
             return Outcome(record, reason, None, record_id, skip_key)  # already on Kafka: sent before (interrupted run, client retry)
         future = await self.producer.send(topic, value, key=key, headers=headers + [(ID_HEADER, record_id.encode())])

@@ -172,7 +172,7 @@ class Webhook:
                         self.recent.move_to_end(outcome.skip_key)
                         if outcome.reason is not None:
                             rejected.append({"index": index, "position": outcome.record.position, "reason": outcome.reason})
-                            whole_body_bad = outcome.record.value is None and outcome.record.position.endswith(request_id)
+                            whole_body_bad = outcome.record.position.endswith(request_id)  # not even one record in it
                         index += 1
                     del chunk, outcomes
                 while len(self.recent) > RECENT_IDS:

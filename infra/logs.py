@@ -30,6 +30,14 @@ class OncePerCause(logging.Filter):
         return "broker connection" if CONNECTION_TROUBLE.search(message) else f"{record.name}:{record.msg}"
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # A filter runs inside the caller's log call: an exception here would kill the client's own task
+        # (aiokafka's metadata synchronizer, say). Whatever happens, the record goes through unchanged.
+        try:
+            return self._filter(record)
+        except Exception:
+            return True
+
+    def _filter(self, record: logging.LogRecord) -> bool:
         cause = self._cause(record)
         if cause is None:
             return True
@@ -41,11 +49,11 @@ class OncePerCause(logging.Filter):
         muted = self.muted.pop(cause, 0)
         note = f" ({muted} similar lines muted before this one)" if muted else ""
         if cause == "broker connection":
-            record.msg = f"Kafka broker unreachable or failing: %s; similar client errors are muted for " \
-                         f"{self.mute_seconds:.0f} s{note}"
-            record.args = (record.getMessage(),)
+            message = record.getMessage()
+            record.msg = "Kafka broker unreachable or failing: %s; similar client errors are muted for %.0f s%s"
+            record.args = (message, self.mute_seconds, note)
         elif note:
-            record.msg = f"{record.msg}{note.replace('%', '%%')}"
+            record.msg, record.args = "%s%s", (record.getMessage(), note)
         return True
 
 
