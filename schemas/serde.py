@@ -124,7 +124,10 @@ class AvroCodec:
     def decode(self, data: bytes) -> dict:
         writer, start = self._writer_for(data)
         try:
-            return schemaless_reader(io.BytesIO(data[start:]), writer, self.schema)
+            buffer = io.BytesIO(data)
+            buffer.seek(start)
+            # Written with the current schema (the usual case): no schema resolution, which costs per record.
+            return schemaless_reader(buffer, writer, None if writer is self.schema else self.schema)
         except Exception as error:
             raise DecodeError(f"{self.name}: body does not match its schema: {error}") from error
 

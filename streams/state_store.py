@@ -30,7 +30,9 @@ VIEWS = ("owners", "clusters", "aliases", "sightings", "events", "meta", "profil
 CHANGELOG_OFFSET = b"\x00changelog-offset"
 CHANGELOG_BROKER = b"\x00changelog-broker"
 MAX_DELTA_BYTES = 512 * 1024  # one changelog record at most; a larger delta is split in parts
+CACHE_MAX_KEYS = 300_000      # decoded values kept per view (then the cache starts over)
 _DELETED = object()
+_ABSENT = object()
 
 
 def _dumps(value: Any) -> bytes:
@@ -38,12 +40,14 @@ def _dumps(value: Any) -> bytes:
 
 
 class StateView(MutableMapping):
-    """One named mapping of the store; writes wait in `pending` until the batch is committed."""
+    """One named mapping of the store; writes wait in `pending` until the batch is committed. Decoded
+    values (and misses) are cached: this process is the state's only writer, so the cache stays true."""
 
     def __init__(self, db: Rdict, name: str):
         self.db = db
         self.prefix = name.encode() + b"\x00"
         self.pending: dict[str, Any] = {}
+        self.cache: dict[str, Any] = {}
 
     def _key(self, key: str) -> bytes:
         return self.prefix + key.encode()
@@ -52,11 +56,19 @@ class StateView(MutableMapping):
         if key in self.pending:
             value = self.pending[key]
         else:
-            raw = self.db.get(self._key(key))
-            value = None if raw is None else json.loads(raw)
-        if value is None or value is _DELETED:
+            value = self.cache.get(key, None)
+            if value is None:
+                raw = self.db.get(self._key(key))
+                value = _ABSENT if raw is None else json.loads(raw)
+                self.remember(key, value)
+        if value is None or value is _DELETED or value is _ABSENT:
             raise KeyError(key)
         return value
+
+    def remember(self, key: str, value: Any) -> None:
+        if len(self.cache) >= CACHE_MAX_KEYS:
+            self.cache.clear()
+        self.cache[key] = _ABSENT if value is None else value
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
@@ -128,11 +140,14 @@ class StateStore:
         batch = WriteBatch(raw_mode=True)
         for name, changes in delta.items():
             prefix = name.encode() + b"\x00"
+            view = self.views.get(name)
             for key, value in changes.items():
                 if value is None:
                     batch.delete(prefix + key.encode())
                 else:
                     batch.put(prefix + key.encode(), _dumps(value))
+                if view is not None:
+                    view.remember(key, value)
         if changelog_offset is not None:
             batch.put(CHANGELOG_OFFSET, str(changelog_offset).encode())
         if broker is not None:
