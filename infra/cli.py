@@ -187,7 +187,9 @@ def status(ctx: click.Context) -> None:
     _print_table(["component", "state", "pid", "restarts", "last exit", "last error"],
                  [[c["name"], c["state"], c.get("pid") or "", c["restarts"], c.get("last_exit", ""),
                    (c.get("last_error") or "")[:100]] for c in state["components"]])
-    groups = [settings.streams.app_id, settings.sink.group_id]
+    from streams.app import resolution_group
+
+    groups = [resolution_group(settings), settings.sink.group_id]
     try:
         lag = asyncio.run(consumer_lag(state["bootstrap_servers"], groups))
     except Exception as error:

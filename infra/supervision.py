@@ -2,8 +2,6 @@
 that names the cause, and gives up (stopping the hub) on one that keeps failing.
 
 A child is a process (broker, object store, Faust worker) or a task of the hub's own (the sink).
-A child that exits with RESTART_REQUESTED asked to be restarted (the worker, when a new channel topic
-appears): that restart is immediate and does not count as a failure.
 """
 from __future__ import annotations
 
@@ -18,9 +16,6 @@ from typing import Awaitable, Callable
 from infra.processes import describe_exit, last_line
 
 log = logging.getLogger("omnihub.supervisor")
-
-RESTART_REQUESTED = 75  # EX_TEMPFAIL: "run me again"
-
 
 class ChildKeepsFailing(RuntimeError):
     """A child failed more often than the policy allows: the hub stops, naming it and the cause."""
@@ -102,19 +97,13 @@ class Supervisor:
                 pass
 
     async def _restart(self, child: ProcessChild, stop: asyncio.Event) -> None:
-        code = child.process.returncode
-        child.state.last_exit = describe_exit(code)
-        if code == RESTART_REQUESTED:
-            log.info("%s (pid %d) asked to be restarted: %s", child.state.name, child.process.pid,
-                     last_line(child.log_file) or "no reason logged")
-            delay = 0.0
-        else:
-            tail = last_line(child.log_file)
-            cause = f"{child.state.last_exit}" + (f"; its log ends: {tail}" if tail else "")
-            delay = next_delay(child.state, self.policy, cause)
-            log.error("%s (pid %d) stopped: %s; restarting in %.1f s (failure %d of %d allowed in %.0f s)",
-                      child.state.name, child.process.pid, cause, delay, len(child.state.failures),
-                      self.policy.max_restarts, self.policy.window_seconds)
+        child.state.last_exit = describe_exit(child.process.returncode)
+        tail = last_line(child.log_file)
+        cause = f"{child.state.last_exit}" + (f"; its log ends: {tail}" if tail else "")
+        delay = next_delay(child.state, self.policy, cause)
+        log.error("%s (pid %d) stopped: %s; restarting in %.1f s (failure %d of %d allowed in %.0f s)",
+                  child.state.name, child.process.pid, cause, delay, len(child.state.failures),
+                  self.policy.max_restarts, self.policy.window_seconds)
         try:
             await asyncio.wait_for(stop.wait(), delay)
             return  # the hub is stopping: no restart

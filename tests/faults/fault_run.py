@@ -95,7 +95,7 @@ class Operator:
 
         bootstrap = self.state().get("bootstrap_servers")
         try:
-            lag = asyncio.run(consumer_lag(bootstrap, ["omnihub"])) if bootstrap else None
+            lag = asyncio.run(consumer_lag(bootstrap, ["omnihub-resolution"])) if bootstrap else None
         except Exception:
             return None
         return sum(committed for _, topic, committed, _ in lag if topic.startswith("channel.")) if lag is not None else None
