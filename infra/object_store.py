@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -28,6 +29,12 @@ _conditional_writes = threading.Lock()
 
 
 class ConditionalHandler(localbucket.S3Handler):
+    def setup(self):
+        super().setup()
+        # A response goes out as headers then body: with Nagle's algorithm and the client's delayed ACK,
+        # each request then waited ~40 ms (tansu fetched 1,500 records/s of small batches); not so with this.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _put(self, bucket: str, key: str):
         if_match = self.headers.get("If-Match")
         if not key or (if_match is None and "If-None-Match" not in self.headers):
