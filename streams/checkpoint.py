@@ -38,6 +38,7 @@ class Checkpoint:
         self.batches = 0
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
+        self._partition_of: dict[tuple[str, bytes], int] = {}  # murmur2 is pure Python: once per key
 
     async def write(self, sends: list[tuple[str, bytes | None, bytes | None]]) -> None:
         """Steps 1 and 2; returns once both are acknowledged. Raises if the broker does not acknowledge."""
@@ -79,7 +80,12 @@ class Checkpoint:
             return partitions[index % len(partitions)]
         # The default partitioner (murmur2 of the key), as a plain send would choose: keyed topics stay
         # co-partitioned with what other clients produce.
-        return self._partitioner(key, partitions, partitions)
+        partition = self._partition_of.get((topic, key))
+        if partition is None:
+            if len(self._partition_of) > 500_000:
+                self._partition_of.clear()
+            partition = self._partition_of[(topic, key)] = self._partitioner(key, partitions, partitions)
+        return partition
 
     @staticmethod
     def _crash_point(step: str) -> None:

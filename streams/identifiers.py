@@ -7,6 +7,7 @@ matching with a reason, never raised: the event still goes on the timeline.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
 
@@ -55,7 +56,24 @@ def normalize_handle(raw: str, platform: str | None) -> str:
     return f"{platform.strip().lower()}:{handle}"
 
 
+@lru_cache(maxsize=200_000)
+def _normalized(kind: str, value: str, platform: str | None, default_region: str) -> tuple[str | None, str | None]:
+    """(canonical value, None) or (None, why not): the same identifiers come back with every event of a
+    person, and parsing a phone number costs more than resolving the event."""
+    try:
+        return _normalize(kind, value, platform, default_region), None
+    except ValueError as error:
+        return None, str(error)
+
+
 def normalize(kind: str, value: str, platform: str | None, default_region: str) -> str:
+    canonical, error = _normalized(kind, value, platform, default_region)
+    if error is not None:
+        raise ValueError(error)
+    return canonical
+
+
+def _normalize(kind: str, value: str, platform: str | None, default_region: str) -> str:
     if kind == "email":
         return normalize_email(value)
     if kind == "phone":

@@ -17,11 +17,11 @@ only reads the changelog written after the offset its RocksDB holds.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterator, MutableMapping
 
+import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ _ABSENT = object()
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(value)
 
 
 class StateView(MutableMapping):
@@ -59,7 +59,7 @@ class StateView(MutableMapping):
             value = self.cache.get(key, None)
             if value is None:
                 raw = self.db.get(self._key(key))
-                value = _ABSENT if raw is None else json.loads(raw)
+                value = _ABSENT if raw is None else orjson.loads(raw)
                 self.remember(key, value)
         if value is None or value is _DELETED or value is _ABSENT:
             raise KeyError(key)
@@ -98,7 +98,7 @@ class StateView(MutableMapping):
         for raw_key, raw in self.db.items(from_key=self.prefix):
             if not raw_key.startswith(self.prefix):
                 return
-            yield json.loads(raw)
+            yield orjson.loads(raw)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -179,7 +179,7 @@ class DeltaAssembler:
         self.parts: list[list] = []
 
     def add(self, record: bytes) -> dict[str, dict[str, Any]] | None:
-        part = json.loads(record)
+        part = orjson.loads(record)
         if part["batch"] != self.batch_id or part["part"] != len(self.parts):
             # a new batch (an earlier one left incomplete by a crash is dropped: its events were redelivered)
             self.batch_id, self.parts = part["batch"], []
