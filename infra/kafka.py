@@ -117,6 +117,21 @@ def matching_topics(bootstrap: str, pattern: str) -> list[str]:
         admin.close()
 
 
+def matching_partitions(bootstrap: str, pattern: str) -> list[tuple[str, int]]:
+    """(topic, partition) of every existing topic whose name matches the regex."""
+    import re
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="omnihub-admin")
+    try:
+        names = sorted(name for name in admin.list_topics() if re.search(pattern, name))
+        if not names:
+            return []
+        return sorted((topic["name"], partition["partition_index"]) for topic in admin.describe_topics(names)
+                      for partition in topic["partitions"])
+    finally:
+        admin.close()
+
+
 async def read_topic(settings: Settings, bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list:
     """Every record of a topic, from the beginning, without a consumer group.
 

@@ -10,8 +10,11 @@ graph (streams/identity.py, state in streams/state_store.py), folds it into the 
   for an id merged away.
 
 Which part leaves Faust's per-event stream path, and why: channel events are read by a Faust task
-(`resolve_channel_events`) driving an aiokafka consumer in batches of up to BATCH_MAX_EVENTS, subscribed
-by pattern, so a new channel is read without a restart. Faust's per-message consumer path costs 150-250 us
+(`resolve_channel_events`) driving an aiokafka consumer in batches of up to BATCH_MAX_EVENTS. It takes
+every partition of the topics matching topics.channel_pattern itself (looked up again every
+TOPIC_REFRESH_SECONDS, so a new channel is read without a restart) instead of joining a consumer group:
+there is one resolution worker by design, and a group join costs 3 s of every start on tansu. Offsets are
+still committed under resolution_group(), where `omnihub status` reads the lag. Faust's per-message consumer path costs 150-250 us
 an event here (a no-op agent made 2.8k-7k events/s where aiokafka made 65k-385k/s on the same topic),
 more than resolving the event. Operator commands (split, forget) stay a Faust agent on identity-commands,
 the best-customer threshold a Faust timer; `omnihub worker` is a Faust worker.
@@ -38,9 +41,9 @@ from pathlib import Path
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError
 
-from infra.kafka import broker_id, consumer_config, ensure_topics, fetched_end_offsets, producer_config
+from infra.kafka import (broker_id, consumer_config, ensure_topics, fetched_end_offsets, matching_partitions,
+                         producer_config)
 from infra.settings import Settings
 from streams.checkpoint import Checkpoint
 from streams.resolver import Outputs, Resolver
@@ -48,9 +51,9 @@ from streams.state_store import DeltaAssembler, StateStore, delta_records
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX_EVENTS = 5000
+BATCH_MAX_EVENTS = 2000      # a batch holds the event loop for its whole resolution: keep it short
 BATCH_WAIT_MS = 50            # how long a poll waits for a batch to fill when the topics are quiet
-TOPIC_REFRESH_MS = 3000       # how soon a new channel topic is seen (aiokafka's metadata refresh)
+TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
 
 
 def state_changelog(settings: Settings) -> str:
@@ -58,8 +61,8 @@ def state_changelog(settings: Settings) -> str:
 
 
 def resolution_group(settings: Settings) -> str:
-    """The consumer group of the channel events: not the Faust app's own group, whose members speak
-    Faust's assignor protocol."""
+    """Where the channel events' offsets are committed: not the Faust app's own group, whose members
+    speak Faust's assignor protocol."""
     return f"{settings.streams.app_id}-resolution"
 
 
@@ -99,15 +102,27 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
 
     @app.task
     async def resolve_channel_events() -> None:
-        consumer = AIOKafkaConsumer(**consumer_config(settings, bootstrap, resolution_group(settings)),
-                                    metadata_max_age_ms=TOPIC_REFRESH_MS)
-        consumer.subscribe(pattern=topics.channel_pattern)
+        consumer = AIOKafkaConsumer(**consumer_config(settings, bootstrap, resolution_group(settings)))
         await consumer.start()
         writer = await checkpoint()
-        log.info("resolving events of the topics matching %r in batches of up to %d", topics.channel_pattern,
-                 BATCH_MAX_EVENTS)
+        assigned: set[TopicPartition] = set()
+        looked_up = 0.0
         try:
             while True:
+                if time.monotonic() - looked_up > TOPIC_REFRESH_SECONDS:
+                    looked_up = time.monotonic()
+                    found = {TopicPartition(topic, partition) for topic, partition in
+                             await asyncio.to_thread(matching_partitions, bootstrap, topics.channel_pattern)}
+                    if found != assigned:
+                        # Between batches: every offset read so far is committed, so positions restart there.
+                        consumer.assign(sorted(found))
+                        log.info("resolving events of %s in batches of up to %d",
+                                 ", ".join(sorted({tp.topic for tp in found - assigned})) or "no topic yet",
+                                 BATCH_MAX_EVENTS)
+                        assigned = found
+                    if not assigned:
+                        await asyncio.sleep(TOPIC_REFRESH_SECONDS)
+                        continue
                 batch = await consumer.getmany(timeout_ms=BATCH_WAIT_MS, max_records=BATCH_MAX_EVENTS)
                 if not batch:
                     continue
@@ -118,10 +133,7 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
                             resolver.channel_record(message.value, tp.topic, tp.partition, message.offset, out)
                     await writer.write(resolver.finish(out).sends)
                 offsets = {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
-                try:
-                    await consumer.commit(offsets)
-                except CommitFailedError as error:  # a rebalance took them: they are read again, and known
-                    log.warning("offsets not committed (%s): those events will be re-published as they were", error)
+                await consumer.commit(offsets)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -147,11 +159,18 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
                                          message.offset if message else -1, out)
                 await (await checkpoint()).write(resolver.finish(out).sends)
 
-    @app.timer(interval=30.0)
+    threshold = {"next": 0.0}
+
+    @app.timer(interval=5.0)
     async def best_customer_threshold():
-        """The 12-month revenue that puts a customer in the best-customer segment, from all profiles."""
+        """The 12-month revenue that puts a customer in the best-customer segment, from all profiles: every
+        30 s, or less often when reading every profile takes long (at most a tenth of the worker's time)."""
+        if time.monotonic() < threshold["next"]:
+            return
+        started = time.monotonic()
         async with turn:
             await asyncio.to_thread(resolver.update_best_threshold)
+        threshold["next"] = time.monotonic() + max(30.0, 10 * (time.monotonic() - started))
 
     return app
 

@@ -132,9 +132,17 @@ def main() -> int:
 
             assignments, figures = asyncio.run(resolve_through_pipeline(folder, Path(tmp), len(events)))
             details = {}
-            how = (f"through Kafka and the Faust worker ({figures['events_per_second']:,.0f} events/s; raw consume "
-                   f"{figures['raw_per_second']:,.0f} records/s in the same run)")
-        seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            offline_started = time.perf_counter()
+            resolve_offline(events)
+            offline_rate = len(events) / (time.perf_counter() - offline_started)
+            how = (f"through Kafka and the Faust worker ({figures['events_per_second']:,.0f} events/s; in the same run "
+                   f"raw consume {figures['raw_per_second']:,.0f} records/s, ratio "
+                   f"{figures['events_per_second'] / figures['raw_per_second']:.3f}; the same identity code offline "
+                   f"on the same events {offline_rate:,.0f} events/s, ratio {figures['events_per_second'] / offline_rate:.2f}; "
+                   f"worker peak memory {figures['worker_peak_mb']:,.0f} MB)")
+        if args.offline:
+            seconds = time.perf_counter() - started
     precision, recall, impure = pairwise(assignments, truth)
     traps = trap_merges(events, assignments, truth)
     known = sum(1 for e in truth.values() if e)

@@ -1,5 +1,6 @@
 """The real pipeline for the identity evaluation and benchmark: a generated scenario loaded by the
-connectors into an embedded broker, then resolved by a Faust worker process, timed."""
+connectors into an embedded broker (on disk, as the hub runs it), then resolved by a Faust worker
+process, timed."""
 from __future__ import annotations
 
 import time
@@ -73,6 +74,8 @@ async def resolve_through_pipeline(folder: Path, workdir: Path, expected_events:
         worker = WorkerProcess(settings, bootstrap).start()
         try:
             seen, seconds, steady_seconds = await follow_timeline(settings, bootstrap, accepted, worker, timeout)
+            peak_kb = int(next(line.split()[1] for line in Path(f"/proc/{worker.process.pid}/status").read_text().splitlines()
+                               if line.startswith("VmHWM")))
         finally:
             worker.stop()
         merges = await read_topic(settings, bootstrap, settings.topics.identity_merges, idle_seconds=1.0)
@@ -90,5 +93,6 @@ async def resolve_through_pipeline(folder: Path, workdir: Path, expected_events:
 
     figures = {"events": accepted, "seconds": seconds, "events_per_second": accepted / steady_seconds,
                "events_per_second_with_start": accepted / seconds,
-               "raw_records": raw_records, "raw_per_second": raw_rate, "merges": len(merges)}
+               "raw_records": raw_records, "raw_per_second": raw_rate, "merges": len(merges),
+               "worker_peak_mb": peak_kb / 1024}
     return {event: current(customer) for event, customer in seen.items()}, figures

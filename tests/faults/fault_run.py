@@ -100,6 +100,19 @@ class Operator:
             return None
         return sum(committed for _, topic, committed, _ in lag if topic.startswith("channel.")) if lag is not None else None
 
+    def lag(self) -> int | None:
+        """Events the worker and the sink have still to process."""
+        import asyncio
+
+        from infra.kafka import consumer_lag
+
+        bootstrap = self.state().get("bootstrap_servers")
+        try:
+            rows = asyncio.run(consumer_lag(bootstrap, ["omnihub-resolution", "omnihub-clickhouse-sink"]))
+        except Exception:
+            return None
+        return sum(end - committed for _, _, committed, end in rows)
+
     def stored(self) -> int | None:
         rows = self.query("SELECT count() FROM timeline_events")
         return rows[0][0] if rows else None
@@ -124,7 +137,7 @@ def wait_for_progress(operator: Operator, before: int | None, measure, timeout: 
             return time.monotonic() - started
         if operator.loader and operator.loader.poll() is not None and now is not None and now == before:
             return time.monotonic() - started  # nothing left to load: recovered, idle
-        time.sleep(0.2)
+        time.sleep(0.5)
     return float("inf")
 
 
@@ -182,6 +195,7 @@ def main() -> int:
             what = "events resolved" if target == "worker" else "rows in ClickHouse"
             print(f"  kill -9 {target:<6} at {killed_at - load_started:6.0f} s with {before or 0:,} {what}; "
                   f"progress again after {recovery:.1f} s", flush=True)
+            time.sleep(5)
             if operator.loader.poll() is not None and operator.loader.returncode != 0:
                 operator.start_loader()  # it failed while its broker was away: run it again, it resumes
         # Let the loader finish (rerunning it if a broker restart made it fail), then the pipeline drain.
@@ -191,13 +205,14 @@ def main() -> int:
                 break
             print(f"  loader exited with status {code}: running it again", flush=True)
             operator.start_loader()
+        # Drained: nothing left for the worker (its lag is 0) and ClickHouse stable for 15 s.
         previous, stable_since = -1, time.monotonic()
-        while time.monotonic() - stable_since < 20:
-            now = operator.stored() or 0
-            if now != previous:
+        while time.monotonic() - stable_since < 15:
+            now = (operator.stored() or 0, operator.lag())
+            if now != previous or now[1] != 0:
                 previous, stable_since = now, time.monotonic()
-            time.sleep(1)
-        load_seconds = time.monotonic() - load_started - 20
+            time.sleep(3)
+        load_seconds = time.monotonic() - load_started - 15
         distinct, final_rows, rows = operator.query(
             "SELECT uniqExact(event_id), (SELECT count() FROM timeline_events FINAL), count() FROM timeline_events")[0]
         changed = operator.query("SELECT count() FROM (SELECT event_id FROM timeline_events GROUP BY event_id "
