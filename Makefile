@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_scenario.py
 	$(PY) tests/benchmarks/bench_identity.py
 	$(PY) tests/benchmarks/eval_identity.py
+	$(PY) tests/benchmarks/bench_recovery.py
 	$(PY) tests/benchmarks/bench_clickhouse.py
 
 run: $(STAMP)
