@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 BATCH_MAX_EVENTS = 2000      # a batch holds the event loop for its whole resolution: keep it short
 BATCH_WAIT_MS = 50            # how long a poll waits for a batch to fill when the topics are quiet
 TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
+FAUST_SESSION_TIMEOUT_MS = 3000
 
 
 def state_changelog(settings: Settings) -> str:
@@ -72,8 +73,11 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
         broker=[f"kafka://{server}" for server in bootstrap.split(",")],
         store="memory://",  # no Faust tables: the resolution state is streams/state_store.py
         processing_guarantee="at_least_once",
-        broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
-        broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
+        # Faust's own group only carries operator commands, and after a kill -9 a new worker waits for the
+        # dead member's session to expire before it joins: a short session makes restarts quick, and a
+        # missed heartbeat costs no more than a rejoin (the channel events are read outside this group).
+        broker_session_timeout=min(settings.kafka.session_timeout_ms, FAUST_SESSION_TIMEOUT_MS) / 1000,
+        broker_heartbeat_interval=min(settings.kafka.heartbeat_interval_ms, FAUST_SESSION_TIMEOUT_MS // 6) / 1000,
         broker_request_timeout=settings.kafka.consumer_request_timeout_ms / 1000,
         producer_acks=-1,
         producer_linger_ms=settings.kafka.producer_linger_ms,

@@ -185,6 +185,8 @@ def main() -> int:
                 pid = operator.child_pid(target)
                 os.kill(pid, signal.SIGKILL)
                 killed_at = time.monotonic()
+                if target == "worker":  # counted from the kill: the killed worker may have committed meanwhile
+                    before = measure()
                 if target == "broker":  # rows fetched before the kill may still land: count from its return
                     while operator.child_pid("broker") in (pid, None) or operator.component("broker")["state"] != "running":
                         time.sleep(0.1)
