@@ -514,18 +514,19 @@ def _send_identity_command(settings: Settings, command: dict) -> None:
     from kafka.errors import KafkaError
 
     bootstrap = _bootstrap(settings)
+    # The one line below says what happened; the client's own connection errors would say it again.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         from kafka import KafkaProducer
 
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=10_000)
         try:
             producer.send(settings.topics.identity_commands, json.dumps(command).encode(),
                           key=command["customer_id"].encode()).get(timeout=30)
         finally:
             producer.close()
     except KafkaError as error:
-        raise click.ClickException(f"the broker at {bootstrap} did not take the command "
-                                   f"({type(error).__name__}: {error}); nothing was sent") from None
+        raise click.ClickException(f"the broker at {bootstrap} did not take the command ({error}); nothing was sent") from None
 
 
 @identity.command("split")

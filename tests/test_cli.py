@@ -161,3 +161,16 @@ def test_hub_killed_mid_load_then_restarted_stores_every_event_once(settings, tm
     assert final == [count, count, sum(100 + i for i in range(count))]
     assert hub.returncode == 0, output
     assert "+ refused by ClickHouse 0 (dead-lettered)" in output
+
+
+def test_a_command_for_a_broker_that_is_gone_says_so_in_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"
+    env = {**os.environ, "OMNIHUB_KAFKA__BOOTSTRAP_SERVERS": closed, "OMNIHUB_DATA_DIR": str(tmp_path)}
+    result = omnihub("forget", "c-1", env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"Error: the broker at {closed} did not take the command"), result.stderr

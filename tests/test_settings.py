@@ -66,3 +66,15 @@ def test_malformed_toml_is_an_error(tmp_path):
     config.write_text("[kafka\n")
     with pytest.raises(SettingsError, match="invalid configuration"):
         load_settings(config)
+
+
+def test_query_endpoint_off_loopback_needs_a_token(monkeypatch):
+    monkeypatch.setenv("OMNIHUB_CLICKHOUSE__QUERY_HOST", "0.0.0.0")
+    with pytest.raises(SettingsError, match="reachable from other machines: set query_token too"):
+        load_settings()
+    monkeypatch.setenv("OMNIHUB_CLICKHOUSE__QUERY_TOKEN", "s3cret")
+    assert load_settings().clickhouse.query_token == "s3cret"
+
+
+def test_embedded_broker_keeps_its_data_on_disk_unless_told_otherwise():
+    assert load_settings().kafka.embedded_storage == "disk"
