@@ -28,7 +28,9 @@ class KafkaSettings(_Section):
                                   "stop; s3://bucket/: an S3 server named by the AWS_* environment")
     session_timeout_ms: int = Field(default=6000, ge=1000, description="group session timeout (tansu joins take half of it)")
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
-    producer_linger_ms: int = Field(default=5, ge=0)
+    producer_linger_ms: int = Field(default=50, ge=0, description="how long a producer gathers records into one "
+                                    "request: the embedded broker's disk stores one object per request, so fewer, "
+                                    "larger requests cost it (and its readers) much less")
     producer_max_batch_bytes: int = Field(default=1_048_576, ge=1024)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
 
