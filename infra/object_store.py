@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 import threading
@@ -34,6 +35,36 @@ class ConditionalHandler(localbucket.S3Handler):
         # A response goes out as headers then body: with Nagle's algorithm and the client's delayed ACK,
         # each request then waited ~40 ms (tansu fetched 1,500 records/s of small batches); not so with this.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _list_entries(self, bucket_dir, prefix, delimiter, marker, marker_is_prefix, max_keys):
+        """One page of keys after the marker, as localbucket's own, but walking only the folder the prefix
+        names: localbucket walks the whole bucket for every listing, and tansu lists a partition's records
+        at every fetch, so each fetch cost as much as every object of every topic (the broker stalled at
+        8,000 objects under a 1M-event load)."""
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        keys = sorted((Path(directory, name).relative_to(bucket_dir).as_posix(), Path(directory, name))
+                      for directory, _, files in os.walk(Path(bucket_dir, folder))
+                      for name in files if not name.startswith(localbucket.TEMP_PREFIX))
+        contents, common_prefixes, last_entry = [], [], ""
+        for key, path in keys:
+            if not key.startswith(prefix):
+                continue
+            if marker and (key.encode() <= marker.encode() or (marker_is_prefix and key.startswith(marker))):
+                continue
+            common = ""
+            if delimiter and (index := key.find(delimiter, len(prefix))) >= 0:
+                common = key[: index + len(delimiter)]
+            if common and common_prefixes and common_prefixes[-1] == common:
+                continue
+            if len(contents) + len(common_prefixes) >= max_keys:
+                return contents, common_prefixes, max_keys > 0, last_entry
+            if common:
+                common_prefixes.append(common)
+                last_entry = "P:" + common
+            else:
+                contents.append((key, path))
+                last_entry = "K:" + key
+        return contents, common_prefixes, False, last_entry
 
     def _put(self, bucket: str, key: str):
         if_match = self.headers.get("If-Match")
