@@ -132,13 +132,14 @@ class EmbeddedBroker:
     def durable(self) -> bool:
         return not self.storage.startswith("memory://")
 
-    def launch_store(self) -> None:
+    def launch_store(self) -> subprocess.Popen:
         from infra.processes import spawn
         self._log_mark(self.store_log)
         self.store = spawn([sys.executable, "-m", "infra.object_store", str(self.disk_dir), "--host", self.host,
                             "--port", str(self.store_port)], self.store_log, new_session=True)
+        return self.store
 
-    def launch_broker(self) -> None:
+    def launch_broker(self) -> subprocess.Popen:
         from infra.processes import spawn
         url = f"tcp://{self.host}:{self.port}"
         env = dict(os.environ)
@@ -150,6 +151,7 @@ class EmbeddedBroker:
         self._log_mark(self.log_file)
         self.process = spawn([str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
                               "--storage-engine", storage], self.log_file, env=env, new_session=True)
+        return self.process
 
     def launch(self) -> None:
         """Start the processes (from the main thread: they die with it); wait_ready() then waits."""

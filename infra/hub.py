@@ -122,9 +122,9 @@ class Hub:
             await self._prepare_broker()
 
         if broker.store is not None:
-            self.supervisor.adopt(ProcessChild(ChildState("object-store"), lambda: (broker.launch_store(), broker.store)[1],
+            self.supervisor.adopt(ProcessChild(ChildState("object-store"), broker.launch_store,
                                                broker.store_log, store_ready, broker.store))
-        self.supervisor.adopt(ProcessChild(ChildState("broker"), lambda: (broker.launch_broker(), broker.process)[1],
+        self.supervisor.adopt(ProcessChild(ChildState("broker"), broker.launch_broker,
                                            broker.log_file, broker_ready, broker.process))
 
     async def start(self) -> "Hub":
@@ -212,12 +212,8 @@ class Hub:
         """Until the hub is asked to stop, or a child keeps failing (then ChildKeepsFailing)."""
         done, _ = await asyncio.wait([self._sink_task, self._watch_task], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            error = task.exception()
-            if isinstance(error, ChildKeepsFailing):
-                self.failure = error
-                self._stop.set()
-                raise error
-            if error is not None:
+            if (error := task.exception()) is not None:
+                self.failure = error if isinstance(error, ChildKeepsFailing) else None
                 self._stop.set()
                 raise error
         await self._sink_task
