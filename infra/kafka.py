@@ -5,7 +5,9 @@ infra/quirks/ for their reproductions and README "Known limitations").
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -132,24 +134,37 @@ def matching_partitions(bootstrap: str, pattern: str) -> list[tuple[str, int]]:
         admin.close()
 
 
-async def read_topic(settings: Settings, bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list:
-    """Every record of a topic, from the beginning, without a consumer group.
+async def read_topic(settings: Settings, bootstrap: str, topic: str, idle_seconds: float = 2.0,
+                     timeout: float = 120.0) -> list:
+    """Every record of a topic, from the beginning, without a consumer group: up to the end offsets as
+    fetch responses report them (tansu's ListOffsets answer can be too low, infra/quirks/end_offsets.py),
+    then until no record arrives for idle_seconds. A slow first fetch never ends the read early: it
+    raises after timeout seconds short of the end instead."""
+    import time as _time
 
-    Reads until no record arrives for idle_seconds instead of stopping at the reported end offsets:
-    tansu reports the end of a partition as one past the first record of the last multi-record
-    produce request (infra/quirks/end_offsets.py), which would stop a reader early."""
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, TopicPartition as AioPartition
 
-    consumer = AIOKafkaConsumer(topic, **consumer_config(settings, bootstrap, group_id=None))
+    consumer = AIOKafkaConsumer(**consumer_config(settings, bootstrap, group_id=None))
     await consumer.start()
     records = []
     try:
+        found = await asyncio.to_thread(matching_partitions, bootstrap, f"^{re.escape(topic)}$")
+        partitions = [AioPartition(t, p) for t, p in sorted(found)]
+        if not partitions:
+            return records
+        ends = await fetched_end_offsets(bootstrap, await consumer.end_offsets(partitions))
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = _time.monotonic() + timeout
         while True:
+            short = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
             batch = await consumer.getmany(timeout_ms=int(idle_seconds * 1000))
-            if not batch:
-                return records
             for messages in batch.values():
                 records.extend(messages)
+            if not batch and not short:
+                return records
+            if not batch and _time.monotonic() > deadline:
+                raise RuntimeError(f"{topic}: read {len(records)} records, short of the end after {timeout} s")
     finally:
         await consumer.stop()
 

@@ -118,7 +118,8 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
                     found = {TopicPartition(topic, partition) for topic, partition in
                              await asyncio.to_thread(matching_partitions, bootstrap, topics.channel_pattern)}
                     if found != assigned:
-                        # Between batches: every offset read so far is committed, so positions restart there.
+                        # Positions restart from the committed offsets: commit every batch read so far first.
+                        await writer.drain()
                         consumer.assign(sorted(found))
                         log.info("resolving events of %s in batches of up to %d",
                                  ", ".join(sorted({tp.topic for tp in found - assigned})) or "no topic yet",
@@ -129,15 +130,16 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
                         continue
                 batch = await consumer.getmany(timeout_ms=BATCH_WAIT_MS, max_records=BATCH_MAX_EVENTS)
                 if not batch:
+                    writer.check()
                     continue
                 async with turn:
                     out = Outputs()
                     for tp, messages in batch.items():
                         for message in messages:
                             resolver.channel_record(message.value, tp.topic, tp.partition, message.offset, out)
-                    await writer.write(resolver.finish(out).sends)
-                offsets = {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
-                await consumer.commit(offsets)
+                    offsets = {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
+                    # acknowledged and committed while the next batch is resolved (streams/checkpoint.py)
+                    await writer.submit(resolver.finish(out).sends, lambda offsets=offsets: consumer.commit(offsets))
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -147,6 +149,10 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
             logging.shutdown()
             os._exit(1)
         finally:
+            try:  # a clean stop keeps the batches already resolved
+                await asyncio.wait_for(writer.drain(), timeout=10)
+            except Exception as error:
+                log.warning("stopping with batches not acknowledged (they will be read again): %s", error)
             await consumer.stop()
 
     @app.agent(commands, name="identity-commands")

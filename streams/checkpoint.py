@@ -4,7 +4,12 @@
    into RocksDB with the changelog offset, in one atomic write (streams/state_store.py);
 2. outputs: the batch's records, grouped per topic partition into a few produce requests, all
    acknowledged;
-3. offsets: the input offsets are committed (by the caller: the consumer that read the batch).
+3. offsets: the input offsets are committed (a callback from the caller: the consumer that read it).
+
+Batches are pipelined: while one batch waits for its acknowledgements the worker resolves the next (the
+broker's round trips cost as much as the resolution here). Each step still happens in batch order: a
+batch's state is applied, its outputs published and its offsets committed only after the previous
+batch's, so the order above holds across batches too, and no more than MAX_IN_FLIGHT batches wait.
 
 A worker killed between any two steps restarts from state that matches its committed offsets or is ahead
 of them; the events it then reads again are known to the state and re-published as first published, so
@@ -20,15 +25,19 @@ import asyncio
 import logging
 import os
 import uuid
+from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.state_store import StateStore, delta_records
+from streams.state_store import StateStore
 
 log = logging.getLogger(__name__)
 
 CRASH_AFTER = os.environ.get("OMNIHUB_CRASH_AFTER", "")
+
+
+MAX_IN_FLIGHT = 2
 
 
 class Checkpoint:
@@ -39,18 +48,54 @@ class Checkpoint:
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
         self._partition_of: dict[tuple[str, bytes], int] = {}  # murmur2 is pure Python: once per key
+        self._in_flight: list[asyncio.Task] = []
 
     async def write(self, sends: list[tuple[str, bytes | None, bytes | None]]) -> None:
-        """Steps 1 and 2; returns once both are acknowledged. Raises if the broker does not acknowledge."""
+        """Steps 1 and 2 for the state's pending changes and these records; returns once both are
+        acknowledged. Raises if the broker does not acknowledge."""
+        await (await self.submit(sends))
+
+    async def submit(self, sends: list[tuple[str, bytes | None, bytes | None]],
+                     commit: Callable[[], Awaitable[None]] | None = None) -> asyncio.Task:
+        """Start making the pending changes and these records durable, then commit; returns the task doing
+        it once its changelog records are queued, waiting first when MAX_IN_FLIGHT batches are already
+        waiting. A failed batch fails every later one (and the next submit raises its error)."""
+        self.check()
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            await self._in_flight.pop(0)
         delta = self.store.take_delta()
+        acks = []
         if delta:
             self.batches += 1
-            parts = delta_records(delta, f"{self.run_id}-{self.batches}")
-            acks = await asyncio.gather(*[await self.producer.send(self.changelog, part, partition=0) for part in parts])
-            self.store.apply(delta, acks[-1].offset, self.broker)
+            # queued now, so the changelog holds the deltas in the order they were taken
+            acks = [await self.producer.send(self.changelog, part, partition=0)
+                    for part in delta.records(f"{self.run_id}-{self.batches}")]
+        previous = self._in_flight[-1] if self._in_flight else None
+        task = asyncio.ensure_future(self._complete(previous, delta, acks, sends, commit))
+        self._in_flight.append(task)
+        return task
+
+    async def _complete(self, previous, delta, acks, sends, commit) -> None:
+        offsets = await asyncio.gather(*acks)
+        if previous is not None:
+            await previous
+        if delta:
+            self.store.apply(delta, offsets[-1].offset, self.broker)
         self._crash_point("state")
         await self.publish(sends)
         self._crash_point("outputs")
+        if commit is not None:
+            await commit()
+
+    def check(self) -> None:
+        """Forget the batches that completed; raise the error of one that failed."""
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.pop(0).result()
+
+    async def drain(self) -> None:
+        """Wait for every batch submitted so far."""
+        while self._in_flight:
+            await self._in_flight.pop(0)
 
     async def publish(self, sends: list[tuple[str, bytes | None, bytes | None]]) -> None:
         """Every record, in order within each partition, in as few produce requests as fit: aiokafka's

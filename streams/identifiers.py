@@ -6,8 +6,8 @@ matching with a reason, never raised: the event still goes on the timeline.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import phonenumbers
 
@@ -15,8 +15,8 @@ import phonenumbers
 DOT_BLIND_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
 
 
-@dataclass(frozen=True)
-class Identifier:
+class Identifier(NamedTuple):
+    """A tuple, not a dataclass: built, hashed and compared in C (several per event)."""
     kind: str
     value: str   # canonical
 
@@ -56,21 +56,21 @@ def normalize_handle(raw: str, platform: str | None) -> str:
     return f"{platform.strip().lower()}:{handle}"
 
 
-@lru_cache(maxsize=200_000)
-def _normalized(kind: str, value: str, platform: str | None, default_region: str) -> tuple[str | None, str | None]:
-    """(canonical value, None) or (None, why not): the same identifiers come back with every event of a
-    person, and parsing a phone number costs more than resolving the event."""
+@lru_cache(maxsize=500_000)
+def _normalized(kind: str, value: str, platform: str | None, default_region: str) -> tuple[Identifier | None, str | None]:
+    """(canonical identifier, None) or (None, why not): the same identifiers come back with every event of
+    a person, and parsing a phone number costs more than resolving the event."""
     try:
-        return _normalize(kind, value, platform, default_region), None
+        return Identifier(kind, _normalize(kind, value, platform, default_region)), None
     except ValueError as error:
         return None, str(error)
 
 
 def normalize(kind: str, value: str, platform: str | None, default_region: str) -> str:
-    canonical, error = _normalized(kind, value, platform, default_region)
+    identifier, error = _normalized(kind, value, platform, default_region)
     if error is not None:
         raise ValueError(error)
-    return canonical
+    return identifier.value
 
 
 def _normalize(kind: str, value: str, platform: str | None, default_region: str) -> str:
@@ -94,9 +94,8 @@ def normalize_all(raw_identifiers: list[dict], default_region: str, blocked: set
     dropped: list[str] = []
     for raw in raw_identifiers:
         kind, value = raw["kind"], raw["value"]
-        try:
-            identifier = Identifier(kind, normalize(kind, value, raw.get("platform"), default_region))
-        except ValueError as error:
+        identifier, error = _normalized(kind, value, raw.get("platform"), default_region)
+        if identifier is None:
             dropped.append(f"{kind} dropped from matching: {error}")
             continue
         if value.strip().lower() in blocked or identifier.value.lower() in blocked:

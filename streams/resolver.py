@@ -52,10 +52,11 @@ class Resolver:
                                    views["sightings"], views["events"], views["meta"])
         registry = settings.schemas.registry_url
         self.codecs = {name: codec(name, registry, topic) for name, topic in (
-            ("channel_event", None), ("timeline_event", topics.customer_timeline),
+            ("timeline_event", topics.customer_timeline),
             ("identity_merge", topics.identity_merges), ("identity_warning", topics.identity_warnings),
             ("customer_profile", topics.customer_profiles), ("customer_erasure", topics.customer_erasures),
             ("dead_letter", topics.dead_letters))}
+        self.codecs["channel_event"] = codec("channel_event", registry, timestamps_as_millis=True)
         self.best_threshold: int | None = None
 
     @staticmethod

@@ -30,62 +30,68 @@ VIEWS = ("owners", "clusters", "aliases", "sightings", "events", "meta", "profil
 CHANGELOG_OFFSET = b"\x00changelog-offset"
 CHANGELOG_BROKER = b"\x00changelog-broker"
 MAX_DELTA_BYTES = 512 * 1024  # one changelog record at most; a larger delta is split in parts
-CACHE_MAX_KEYS = 300_000      # decoded values kept per view (then the cache starts over)
-_DELETED = object()
-_ABSENT = object()
-
-
-def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+CACHE_MAX_KEYS = 500_000      # decoded values kept per view (then the cache starts over)
+_ABSENT = object()            # in the cache: known not to exist; in pending: deleted
+_MISS = object()
 
 
 class StateView(MutableMapping):
-    """One named mapping of the store; writes wait in `pending` until the batch is committed. Decoded
-    values (and misses) are cached: this process is the state's only writer, so the cache stays true."""
+    """One named mapping of the store. Reads cost one dict lookup once a key was read or written: the
+    cache holds decoded values, misses, and this batch's writes (this process is the state's only writer,
+    so the cache stays true). Writes also wait in `pending` until the batch is taken as a delta; a delta
+    taken but not yet applied to RocksDB stays readable in `in_flight` (the worker resolves the next batch
+    while the previous one is being acknowledged)."""
 
     def __init__(self, db: Rdict, name: str):
         self.db = db
         self.prefix = name.encode() + b"\x00"
         self.pending: dict[str, Any] = {}
+        self.in_flight: list[dict[str, Any]] = []
         self.cache: dict[str, Any] = {}
 
-    def _key(self, key: str) -> bytes:
-        return self.prefix + key.encode()
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self.pending:
-            value = self.pending[key]
-        else:
-            value = self.cache.get(key, None)
-            if value is None:
-                raw = self.db.get(self._key(key))
-                value = _ABSENT if raw is None else orjson.loads(raw)
-                self.remember(key, value)
-        if value is None or value is _DELETED or value is _ABSENT:
-            raise KeyError(key)
-        return value
-
-    def remember(self, key: str, value: Any) -> None:
+    def _load(self, key: str) -> Any:
+        """A cache miss: this batch's write, a delta in flight, else RocksDB."""
+        value = self.pending.get(key, _MISS)
+        for delta in reversed(self.in_flight):
+            if value is not _MISS:
+                break
+            value = delta.get(key, _MISS)
+        if value is _MISS:
+            raw = self.db.get(self.prefix + key.encode())
+            value = _ABSENT if raw is None else orjson.loads(raw)
+        elif value is None:
+            value = _ABSENT
         if len(self.cache) >= CACHE_MAX_KEYS:
             self.cache.clear()
-        self.cache[key] = _ABSENT if value is None else value
+        self.cache[key] = value
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
+        value = self.cache.get(key, _MISS)
+        if value is _MISS:
+            value = self._load(key)
+        return default if value is _ABSENT else value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.cache.get(key, _MISS)
+        if value is _MISS:
+            value = self._load(key)
+        if value is _ABSENT:
+            raise KeyError(key)
+        return value
 
     def __contains__(self, key: object) -> bool:
         return self.get(key) is not None
 
     def __setitem__(self, key: str, value: Any) -> None:
+        self.cache[key] = value
         self.pending[key] = value
 
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
-        self.pending[key] = _DELETED
+        self.cache[key] = _ABSENT
+        self.pending[key] = _ABSENT
 
     def __iter__(self) -> Iterator[str]:
         """Committed keys (the batch's pending writes are not listed): for timers and tests, not the hot path."""
@@ -102,6 +108,37 @@ class StateView(MutableMapping):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+class Delta:
+    """One batch's changes, each value serialized once: the changelog records and the RocksDB write
+    are both made of the same bytes."""
+
+    def __init__(self, changes: dict[str, dict[str, Any]]):
+        self.changes = changes   # {view: {key: value, or None for deleted}}
+        self.encoded = [(name, key, None if value is None else orjson.dumps(value))
+                        for name, view_changes in changes.items() for key, value in view_changes.items()]
+
+    def __bool__(self) -> bool:
+        return bool(self.encoded)
+
+    def records(self, batch_id: str) -> list[bytes]:
+        """The changelog records: parts of at most about MAX_DELTA_BYTES, each naming its batch and how many
+        parts it has, so recovery applies a batch only when all its parts arrived. A part is
+        {"batch": id, "part": i, "parts": n, "changes": [[view, key, value], ...]}."""
+        items = [b"".join((b'["', name.encode(), b'",', orjson.dumps(key), b",", value or b"null", b"]"))
+                 for name, key, value in self.encoded]
+        parts: list[list[bytes]] = [[]]
+        size = 0
+        for item in items:
+            if parts[-1] and size + len(item) > MAX_DELTA_BYTES:
+                parts.append([])
+                size = 0
+            parts[-1].append(item)
+            size += len(item) + 1
+        head = orjson.dumps(batch_id)
+        return [b"".join((b'{"batch":', head, b',"part":', str(i).encode(), b',"parts":', str(len(parts)).encode(),
+                          b',"changes":[', b",".join(part), b"]}")) for i, part in enumerate(parts)]
 
 
 class StateStore:
@@ -126,49 +163,46 @@ class StateStore:
         raw = self.db.get(CHANGELOG_BROKER)
         return "" if raw is None else raw.decode()
 
-    def take_delta(self) -> dict[str, dict[str, Any]]:
-        """The batch's changes ({view: {key: value or None for deleted}}), emptied from the views."""
-        delta = {}
+    def take_delta(self) -> Delta:
+        """The batch's changes, moved from the views' pending writes to their in-flight deltas until
+        apply() writes them to RocksDB."""
+        changes = {}
         for name, view in self.views.items():
             if view.pending:
-                delta[name] = {key: None if value is _DELETED else value for key, value in view.pending.items()}
-                view.pending.clear()
-        return delta
+                changes[name] = {key: None if value is _ABSENT else value for key, value in view.pending.items()}
+                view.in_flight.append(changes[name])
+                view.pending = {}
+        return Delta(changes)
 
-    def apply(self, delta: dict[str, dict[str, Any]], changelog_offset: int | None, broker: str | None = None) -> None:
-        """Write a delta (and where the changelog stands) in one atomic write."""
+    def apply(self, delta: Delta | dict[str, dict[str, Any]], changelog_offset: int | None,
+              broker: str | None = None) -> None:
+        """Write a delta (and where the changelog stands) in one atomic write. Deltas taken from this store
+        are applied in the order they were taken."""
+        if not isinstance(delta, Delta):
+            delta = Delta(delta)
         batch = WriteBatch(raw_mode=True)
-        for name, changes in delta.items():
-            prefix = name.encode() + b"\x00"
-            view = self.views.get(name)
-            for key, value in changes.items():
-                if value is None:
-                    batch.delete(prefix + key.encode())
-                else:
-                    batch.put(prefix + key.encode(), _dumps(value))
-                if view is not None:
-                    view.remember(key, value)
+        for name, key, value in delta.encoded:
+            if value is None:
+                batch.delete(name.encode() + b"\x00" + key.encode())
+            else:
+                batch.put(name.encode() + b"\x00" + key.encode(), value)
         if changelog_offset is not None:
             batch.put(CHANGELOG_OFFSET, str(changelog_offset).encode())
         if broker is not None:
             batch.put(CHANGELOG_BROKER, broker.encode())
         self.db.write(batch)
+        for name, changes in delta.changes.items():
+            view = self.views.get(name)
+            if view is not None:
+                if view.in_flight and view.in_flight[0] is changes:
+                    view.in_flight.pop(0)
+                else:  # a delta from the changelog (recovery): what the cache held is stale
+                    for key in changes:
+                        view.cache.pop(key, None)
 
 
 def delta_records(delta: dict[str, dict[str, Any]], batch_id: str) -> list[bytes]:
-    """The changelog records of one delta: parts of at most about MAX_DELTA_BYTES, each naming its batch
-    and how many parts it has, so recovery applies a batch only when all its parts arrived."""
-    items = [(name, key, value) for name, changes in delta.items() for key, value in changes.items()]
-    parts: list[list] = [[]]
-    size = 0
-    for item in items:
-        item_size = len(_dumps(item))
-        if parts[-1] and size + item_size > MAX_DELTA_BYTES:
-            parts.append([])
-            size = 0
-        parts[-1].append(item)
-        size += item_size
-    return [_dumps({"batch": batch_id, "part": i, "parts": len(parts), "changes": part}) for i, part in enumerate(parts)]
+    return Delta(delta).records(batch_id)
 
 
 class DeltaAssembler:

@@ -35,7 +35,7 @@ from infra.settings import load_settings  # noqa: E402
 from schemas.serde import codec  # noqa: E402
 from streams.app import state_changelog  # noqa: E402
 from streams.identity import customer_id_for  # noqa: E402
-from streams.state_store import StateStore, delta_records  # noqa: E402
+from streams.state_store import StateStore  # noqa: E402
 
 BATCH = 10_000
 
@@ -58,7 +58,7 @@ async def build_state(settings, bootstrap: str, identifiers: int) -> float:
                 views["clusters"][customer] = {"identifiers": [key], "seq": i, "version": 1, "separated": []}
             views["meta"]["seq"] = min(start + BATCH, identifiers)
             delta = store.take_delta()
-            parts = delta_records(delta, f"bench-{start}")
+            parts = delta.records(f"bench-{start}")
             acks = await asyncio.gather(*[await producer.send(changelog, part, partition=0) for part in parts])
             store.apply(delta, acks[-1].offset, this_broker)
     finally:

@@ -3,6 +3,7 @@ connectors into an embedded broker (on disk, as the hub runs it), then resolved 
 process, timed."""
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from connectors.config import bundled_configs
 from connectors.runtime import Connector
 from infra.broker import EmbeddedBroker
 from infra.hub import WorkerProcess, channel_topics
-from infra.kafka import consumer_config, ensure_topics, read_topic
+from infra.kafka import consumer_config, consumer_lag, ensure_topics, read_topic
 from infra.settings import load_settings
 from schemas.serde import codec
+from streams.app import resolution_group
 
 
 async def raw_consume_rate(settings, bootstrap: str, topics: list[str]) -> tuple[int, float]:
@@ -57,6 +59,18 @@ async def follow_timeline(settings, bootstrap: str, expected: int, worker: Worke
         await consumer.stop()
 
 
+async def committed_everything(settings, bootstrap: str, timeout: float) -> None:
+    """Until the worker committed every channel record it read: then every record it published for them
+    (timeline, merges, profiles) is acknowledged, and stopping it loses nothing."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        rows = await consumer_lag(bootstrap, [resolution_group(settings)])
+        if rows and all(committed >= end for _, _, committed, end in rows):
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the worker had not committed every channel record after {timeout} s")
+
+
 async def resolve_through_pipeline(folder: Path, workdir: Path, expected_events: int, timeout: float = 3600) -> tuple[dict, dict]:
     """(event id -> current customer id, figures) for the scenario in folder."""
     settings = load_settings(None, data_dir=workdir)
@@ -74,6 +88,7 @@ async def resolve_through_pipeline(folder: Path, workdir: Path, expected_events:
         worker = WorkerProcess(settings, bootstrap).start()
         try:
             seen, seconds, steady_seconds = await follow_timeline(settings, bootstrap, accepted, worker, timeout)
+            await committed_everything(settings, bootstrap, timeout=60)
             peak_kb = int(next(line.split()[1] for line in Path(f"/proc/{worker.process.pid}/status").read_text().splitlines()
                                if line.startswith("VmHWM")))
         finally:
