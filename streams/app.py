@@ -51,7 +51,7 @@ from streams.state_store import DeltaAssembler, StateStore, delta_records
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX_EVENTS = 2000      # a batch holds the event loop for its whole resolution: keep it short
+BATCH_MAX_EVENTS = 5000      # a batch holds the event loop for its whole resolution: keep it short
 BATCH_WAIT_MS = 50            # how long a poll waits for a batch to fill when the topics are quiet
 TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
 FAUST_SESSION_TIMEOUT_MS = 3000
@@ -104,6 +104,14 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
             shared["checkpoint"] = Checkpoint(store, producer, state_changelog(settings), this_broker)
         return shared["checkpoint"]
 
+    def resolve_batch(writer: Checkpoint, batch: dict) -> Outputs:
+        writer.apply_acknowledged()
+        out = Outputs()
+        for tp, messages in batch.items():
+            for message in messages:
+                resolver.channel_record(message.value, tp.topic, tp.partition, message.offset, out)
+        return resolver.finish(out)
+
     @app.task
     async def resolve_channel_events() -> None:
         consumer = AIOKafkaConsumer(**consumer_config(settings, bootstrap, resolution_group(settings)))
@@ -131,15 +139,16 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
                 batch = await consumer.getmany(timeout_ms=BATCH_WAIT_MS, max_records=BATCH_MAX_EVENTS)
                 if not batch:
                     writer.check()
+                    async with turn:
+                        writer.apply_acknowledged()
                     continue
                 async with turn:
-                    out = Outputs()
-                    for tp, messages in batch.items():
-                        for message in messages:
-                            resolver.channel_record(message.value, tp.topic, tp.partition, message.offset, out)
+                    # In a thread, so the event loop keeps sending the previous batches and reading their
+                    # acknowledgements meanwhile (streams/checkpoint.py): resolution holds the GIL most of the
+                    # time, but the broker's round trips no longer wait for it.
+                    out = await asyncio.to_thread(resolve_batch, writer, batch)
                     offsets = {tp: messages[-1].offset + 1 for tp, messages in batch.items()}
-                    # acknowledged and committed while the next batch is resolved (streams/checkpoint.py)
-                    await writer.submit(resolver.finish(out).sends, lambda offsets=offsets: consumer.commit(offsets))
+                    await writer.submit(out.sends, lambda offsets=offsets: consumer.commit(offsets))
         except asyncio.CancelledError:
             raise
         except Exception as error:

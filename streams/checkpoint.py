@@ -1,7 +1,9 @@
 """Checkpoint: how one resolved batch becomes durable, in this order.
 
-1. state: the batch's state delta goes to the changelog topic, and once the broker acknowledged it,
-   into RocksDB with the changelog offset, in one atomic write (streams/state_store.py);
+1. state: the batch's state delta goes to the changelog topic, acknowledged by the broker; it then goes
+   into RocksDB with the changelog offset, in one atomic write (streams/state_store.py), when the state's
+   owner next holds it (apply_acknowledged): a restart replays whatever the changelog holds past the offset
+   RocksDB has, so the changelog's acknowledgement is what makes the state durable;
 2. outputs: the batch's records, grouped per topic partition into a few produce requests, all
    acknowledged;
 3. offsets: the input offsets are committed (a callback from the caller: the consumer that read it).
@@ -25,6 +27,7 @@ import asyncio
 import logging
 import os
 import uuid
+from collections import deque
 from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 CRASH_AFTER = os.environ.get("OMNIHUB_CRASH_AFTER", "")
 
 
-MAX_IN_FLIGHT = 2
+MAX_IN_FLIGHT = 4
 
 
 class Checkpoint:
@@ -49,6 +52,8 @@ class Checkpoint:
         self._partitions: dict[str, list[int]] = {}
         self._partition_of: dict[tuple[str, bytes], int] = {}  # murmur2 is pure Python: once per key
         self._in_flight: list[asyncio.Task] = []
+        self._queued: asyncio.Future | None = None   # set once the last batch's changelog records are queued
+        self._acknowledged: deque = deque()   # (delta, changelog offset), in order, not yet in RocksDB
 
     async def write(self, sends: list[tuple[str, bytes | None, bytes | None]]) -> None:
         """Steps 1 and 2 for the state's pending changes and these records; returns once both are
@@ -58,34 +63,52 @@ class Checkpoint:
     async def submit(self, sends: list[tuple[str, bytes | None, bytes | None]],
                      commit: Callable[[], Awaitable[None]] | None = None) -> asyncio.Task:
         """Start making the pending changes and these records durable, then commit; returns the task doing
-        it once its changelog records are queued, waiting first when MAX_IN_FLIGHT batches are already
-        waiting. A failed batch fails every later one (and the next submit raises its error)."""
+        it, waiting first while MAX_IN_FLIGHT batches are under way. A failed batch fails every later one
+        (and the next submit raises its error)."""
         self.check()
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             await self._in_flight.pop(0)
+        self.apply_acknowledged()
         delta = self.store.take_delta()
-        acks = []
+        records: list[bytes] = []
         if delta:
             self.batches += 1
-            # queued now, so the changelog holds the deltas in the order they were taken
-            acks = [await self.producer.send(self.changelog, part, partition=0)
-                    for part in delta.records(f"{self.run_id}-{self.batches}")]
+            records = delta.records(f"{self.run_id}-{self.batches}")
         previous = self._in_flight[-1] if self._in_flight else None
-        task = asyncio.ensure_future(self._complete(previous, delta, acks, sends, commit))
+        queued = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._complete(previous, self._queued, queued, delta, records, sends, commit))
+        self._queued = queued
         self._in_flight.append(task)
         return task
 
-    async def _complete(self, previous, delta, acks, sends, commit) -> None:
-        offsets = await asyncio.gather(*acks)
+    async def _complete(self, previous, queued_before, queued, delta, records, sends, commit) -> None:
+        # The changelog holds the deltas in the order they were taken: this batch's records are queued once
+        # the previous batch's are (a large delta waits for produce requests: not on the resolution's time).
+        try:
+            if queued_before is not None:
+                await queued_before
+            requests = await self._queue([(self.changelog, None, record) for record in records])
+        except BaseException as error:  # later batches must not reach the changelog without this one
+            queued.set_exception(error if isinstance(error, Exception) else RuntimeError("stopped"))
+            raise
+        queued.set_result(None)
+        acks = await asyncio.gather(*[future for future, _ in requests])
         if previous is not None:
             await previous
-        if delta:
-            self.store.apply(delta, offsets[-1].offset, self.broker)
+        if delta:  # the offset of the delta's last record: its request's base offset + its records - 1
+            self._acknowledged.append((delta, acks[-1].offset + requests[-1][1] - 1))
         self._crash_point("state")
         await self.publish(sends)
         self._crash_point("outputs")
         if commit is not None:
             await commit()
+
+    def apply_acknowledged(self) -> None:
+        """Write the deltas the changelog acknowledged into RocksDB, in order. Only by the state's owner (the
+        caller holds the worker's lock): the views must not change under a resolution."""
+        while self._acknowledged:
+            delta, offset = self._acknowledged.popleft()
+            self.store.apply(delta, offset, self.broker)
 
     def check(self) -> None:
         """Forget the batches that completed; raise the error of one that failed."""
@@ -98,24 +121,30 @@ class Checkpoint:
             await self._in_flight.pop(0)
 
     async def publish(self, sends: list[tuple[str, bytes | None, bytes | None]]) -> None:
-        """Every record, in order within each partition, in as few produce requests as fit: aiokafka's
-        per-record send costs more than the resolution of the record itself."""
-        batches: dict[tuple[str, int], list] = {}
+        """Every record, in order within each partition, all acknowledged."""
+        await asyncio.gather(*[future for future, _ in await self._queue(sends)])
+
+    async def _queue(self, sends: list[tuple[str, bytes | None, bytes | None]]) -> list[tuple[asyncio.Future, int]]:
+        """Queue every record, in order within each partition, in as few produce requests as fit, each sent at
+        once (aiokafka's per-record send costs more than resolving the record, and waits linger_ms for more).
+        Returns (future of the request's base offset, records in it) per request."""
+        batches: dict[tuple[str, int], list] = {}   # (topic, partition) -> [batch, records in it]
         futures = []
         for index, (topic, key, value) in enumerate(sends):
             partition = await self._partition(topic, key, index)
-            batch = batches.get((topic, partition))
-            if batch is None:
-                batch = batches[(topic, partition)] = self.producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                batch.close()
-                futures.append(await self.producer.send_batch(batch, topic, partition=partition))
-                batch = batches[(topic, partition)] = self.producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        for (topic, partition), batch in batches.items():
+            entry = batches.get((topic, partition))
+            if entry is None:
+                entry = batches[(topic, partition)] = [self.producer.create_batch(), 0]
+            if entry[0].append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                entry[0].close()
+                futures.append((await self.producer.send_batch(entry[0], topic, partition=partition), entry[1]))
+                entry[:] = [self.producer.create_batch(), 0]
+                entry[0].append(key=key, value=value, timestamp=None)
+            entry[1] += 1
+        for (topic, partition), (batch, count) in batches.items():
             batch.close()
-            futures.append(await self.producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+            futures.append((await self.producer.send_batch(batch, topic, partition=partition), count))
+        return futures
 
     async def _partition(self, topic: str, key: bytes | None, index: int) -> int:
         partitions = self._partitions.get(topic)

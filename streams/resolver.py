@@ -85,6 +85,8 @@ class Resolver:
             self.profiles[customer_id] = profile_state.fold(self.profiles.get(customer_id)
                                                             or profile_state.empty(customer_id), event)
             out.changed.add(customer_id)
+        else:  # its profile is published again: the worker may have stopped after the state, before the outputs
+            out.changed.add(self.graph.current(customer_id))
         payload = {name: event[name] for name in PAYLOAD_FIELDS if event.get(name) not in (None, [], {})}
         timeline = {
             "event_id": event["event_id"], "event_time": event["occurred_at"], "channel": event["channel"],

@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, MutableMapping
 
+import lz4.frame
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 VIEWS = ("owners", "clusters", "aliases", "sightings", "events", "meta", "profiles")
 CHANGELOG_OFFSET = b"\x00changelog-offset"
 CHANGELOG_BROKER = b"\x00changelog-broker"
-MAX_DELTA_BYTES = 512 * 1024  # one changelog record at most; a larger delta is split in parts
+MAX_DELTA_BYTES = 512 * 1024  # one changelog record at most, before compression; a larger delta is split in parts
+LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"
 CACHE_MAX_KEYS = 500_000      # decoded values kept per view (then the cache starts over)
 _ABSENT = object()            # in the cache: known not to exist; in pending: deleted
 _MISS = object()
@@ -125,7 +127,9 @@ class Delta:
     def records(self, batch_id: str) -> list[bytes]:
         """The changelog records: parts of at most about MAX_DELTA_BYTES, each naming its batch and how many
         parts it has, so recovery applies a batch only when all its parts arrived. A part is
-        {"batch": id, "part": i, "parts": n, "changes": [[view, key, value], ...]}."""
+        {"batch": id, "part": i, "parts": n, "changes": [[view, key, value], ...]}, compressed as an LZ4
+        frame: the changelog was the largest thing the worker wrote (about 530 bytes an event, more than its
+        outputs), and the embedded broker's disk is its limit; LZ4 makes it about a fifth for 5 ms a batch."""
         items = [b"".join((b'["', name.encode(), b'",', orjson.dumps(key), b",", value or b"null", b"]"))
                  for name, key, value in self.encoded]
         parts: list[list[bytes]] = [[]]
@@ -137,8 +141,9 @@ class Delta:
             parts[-1].append(item)
             size += len(item) + 1
         head = orjson.dumps(batch_id)
-        return [b"".join((b'{"batch":', head, b',"part":', str(i).encode(), b',"parts":', str(len(parts)).encode(),
-                          b',"changes":[', b",".join(part), b"]}")) for i, part in enumerate(parts)]
+        return [lz4.frame.compress(b"".join((b'{"batch":', head, b',"part":', str(i).encode(), b',"parts":',
+                                             str(len(parts)).encode(), b',"changes":[', b",".join(part), b"]}")))
+                for i, part in enumerate(parts)]
 
 
 class StateStore:
@@ -213,7 +218,8 @@ class DeltaAssembler:
         self.parts: list[list] = []
 
     def add(self, record: bytes) -> dict[str, dict[str, Any]] | None:
-        part = orjson.loads(record)
+        # records written before compression are plain JSON
+        part = orjson.loads(lz4.frame.decompress(record) if record[:4] == LZ4_FRAME_MAGIC else record)
         if part["batch"] != self.batch_id or part["part"] != len(self.parts):
             # a new batch (an earlier one left incomplete by a crash is dropped: its events were redelivered)
             self.batch_id, self.parts = part["batch"], []

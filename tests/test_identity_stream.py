@@ -233,3 +233,56 @@ def test_forget_erases_personal_data_and_tells_downstream(settings, tmp_path):
     returning = [r for _, r in timeline if r["source_id"] == "W-2"][0]["customer_id"]
     assert returning != alice                                              # a fresh start, not re-linked
     assert amounts == 2000                                                 # the totals stay
+
+
+@pytest.mark.parametrize("step", ["state", "outputs"])
+def test_worker_stopped_between_commit_steps_republishes_each_event_as_first_published(settings, tmp_path, step):
+    """The worker pipelines its batches (streams/checkpoint.py): stopped right after a batch's state was
+    acknowledged, or after its outputs, the restarted worker reads uncommitted events again and publishes
+    each with the customer id it first had, loses none, and counts none twice."""
+    from infra.hub import WorkerProcess
+    from infra.kafka import consumer_lag
+    from infra.processes import spawn
+    from streams.app import resolution_group
+
+    bootstrap = settings.kafka.bootstrap_servers
+    topic = channel_topic(settings, "crash")
+    ensure_topics(bootstrap, [topic], settings.topics.partitions, 1)
+    people = 400
+    events = ([channel_event(f"W-{p}", [("email", f"c{p}@x.com")], p) for p in range(people)]
+              + [channel_event(f"R-{p}", [("email", f"c{p}@x.com"), ("phone", f"+336{20_000_000 + p:08d}")], 600 + p,
+                               "store", "receipt") for p in range(people)])
+
+    async def scenario():
+        await produce(settings, topic, events)
+        env = {**child_environment(settings, bootstrap), "OMNIHUB_CRASH_AFTER": step}
+        crashed = spawn([sys.executable, "-m", "infra.cli", "worker"], tmp_path / "crashed.log", env=env)
+        code = await asyncio.to_thread(crashed.wait, 120)
+        worker = WorkerProcess(settings, bootstrap).start()
+
+        class Running:  # wait_for_timeline reads the worker's log on failure
+            pass
+        hub = Running()
+        hub.bootstrap, hub.worker = bootstrap, worker
+        try:
+            deadline = time.monotonic() + 120
+            while sum(c for _, _, c, _ in await consumer_lag(bootstrap, [resolution_group(settings)])) < len(events):
+                assert time.monotonic() < deadline, worker.log_file.read_text()[-3000:]
+                await asyncio.sleep(0.5)  # until the restarted worker committed every event: all it publishes is there
+            timeline = await wait_for_timeline(settings, hub, len(events), timeout=120)
+            profiles = await read(settings, hub, settings.topics.customer_profiles, "customer_profile")
+        finally:
+            worker.stop()
+        return code, timeline, profiles, (tmp_path / "crashed.log").read_text()
+
+    code, timeline, profiles, crashed_log = asyncio.run(scenario())
+    assert code == 137 and f"OMNIHUB_CRASH_AFTER={step}" in crashed_log
+    ids = defaultdict(set)
+    for _, record in timeline:
+        ids[record["event_id"]].add(record["customer_id"])
+    assert set(ids) == {e["event_id"] for e in events}                      # nothing lost
+    assert all(len(customers) == 1 for customers in ids.values())          # every copy as first published
+    if step == "outputs":  # the crashed worker's first batch was published, and is again after the restart
+        assert len(timeline) > len(events)
+    counted = sum(p["events"] for p in latest_profiles(profiles).values())
+    assert counted == len(events)                                           # none counted twice
