@@ -1,0 +1,118 @@
+"""Benchmark (not a test): end to end, a generated scenario from its files to queryable ClickHouse, and a
+same-shape no-op pipeline measured in the same run.
+
+    python tests/benchmarks/bench_end_to_end.py [--events 1000000] [--customers 100000]
+
+- Omnihub: the hub on embedded defaults (disk broker, Faust resolution worker, ClickHouse sink) with the
+  five bundled connectors loading their files at once; done when ClickHouse counts every accepted event
+  in timeline_events.
+- No-op: the same connectors and broker; a pass-through process copying the channel records to one topic
+  (tests/benchmarks/passthrough.py) and a sink that counts and discards them.
+Each on a fresh data folder; prints events/s from the connectors' start, and the ratio (target 0.6).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from aiokafka import AIOKafkaConsumer  # noqa: E402
+
+from connectors.config import bundled_configs  # noqa: E402
+from connectors.runtime import Connector  # noqa: E402
+from connectors.scenario import generate  # noqa: E402
+from infra.broker import EmbeddedBroker  # noqa: E402
+from infra.hub import Hub, channel_topics  # noqa: E402
+from infra.kafka import consumer_config, ensure_topics  # noqa: E402
+from infra.processes import spawn, stop_process  # noqa: E402
+from infra.settings import load_settings  # noqa: E402
+
+PASSTHROUGH_TOPIC = "noop-timeline"
+
+
+async def load(settings, bootstrap: str, folder: Path) -> tuple[int, float]:
+    """(accepted events, seconds): the five connectors reading their files at once."""
+    started = time.perf_counter()
+    connectors = [Connector(settings, bootstrap, config) for config in bundled_configs()]
+    reports = await asyncio.gather(*[c.run_file(next(folder.glob(f"{c.config.name}.*"))) for c in connectors])
+    return sum(r.accepted for r in reports), time.perf_counter() - started
+
+
+async def omnihub(settings, folder: Path, expected: int, timeout: float) -> dict:
+    async with Hub(settings, serve_queries=False) as hub:
+        started = time.perf_counter()
+        loader = asyncio.ensure_future(load(settings, hub.bootstrap, folder))
+        while True:
+            await asyncio.sleep(1.0)
+            stored = (await asyncio.to_thread(hub.client.query, "SELECT uniqExact(event_id) FROM timeline_events")).result_rows[0][0]
+            if stored >= expected and loader.done():
+                break
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"{stored:,} of {expected:,} events in ClickHouse after {timeout} s")
+        accepted, load_seconds = loader.result()
+        return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds}
+
+
+async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: float) -> dict:
+    with EmbeddedBroker(workdir / "logs", settings.kafka.embedded_storage, disk_dir=workdir / "broker") as broker:
+        bootstrap = broker.bootstrap_servers
+        ensure_topics(bootstrap, channel_topics(settings) + [settings.topics.dead_letters, PASSTHROUGH_TOPIC],
+                      settings.topics.partitions, 1)
+        stage = spawn([sys.executable, "-m", "tests.benchmarks.passthrough", bootstrap, settings.topics.channel_pattern,
+                       PASSTHROUGH_TOPIC, "bench-passthrough"], workdir / "logs" / "passthrough.log",
+                      env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        consumer = AIOKafkaConsumer(PASSTHROUGH_TOPIC, **consumer_config(settings, bootstrap, "bench-discard"))
+        await consumer.start()
+        try:
+            started = time.perf_counter()
+            loader = asyncio.ensure_future(load(settings, bootstrap, folder))
+            discarded = 0
+            while discarded < expected or not loader.done():
+                if stage.poll() is not None:
+                    raise RuntimeError(f"the pass-through stage exited; see {workdir / 'logs' / 'passthrough.log'}")
+                if time.perf_counter() - started > timeout:
+                    raise RuntimeError(f"{discarded:,} of {expected:,} records through the no-op pipeline after {timeout} s")
+                batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+                discarded += sum(len(messages) for messages in batch.values())
+                if batch:
+                    await consumer.commit()
+            accepted, load_seconds = loader.result()
+            return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds}
+        finally:
+            await consumer.stop()
+            stop_process(stage, 10, "pass-through stage")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--timeout", type=float, default=3600)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="omnihub-e2e-") as tmp:
+        folder = Path(tmp) / "scenario"
+        manifest = generate(folder, args.customers, args.events, seed=24)
+        expected = sum(channel["valid"] for channel in manifest["channels"].values())
+        print(f"end to end: {args.events:,} generated events ({expected:,} valid) of {args.customers:,} people, "
+              f"embedded broker on disk, this machine", flush=True)
+        real_settings = load_settings(None, data_dir=Path(tmp) / "omnihub")
+        real = asyncio.run(omnihub(real_settings, folder, expected, args.timeout))
+        print(f"  omnihub   files -> connectors -> Faust worker -> ClickHouse: {real['events'] / real['seconds']:>8,.0f} "
+              f"events/s ({real['events']:,} in {real['seconds']:.1f} s; connectors done after {real['load_seconds']:.1f} s)", flush=True)
+        noop_settings = load_settings(None, data_dir=Path(tmp) / "noop")
+        passthrough = asyncio.run(noop(noop_settings, folder, Path(tmp) / "noop", expected, args.timeout))
+        print(f"  no-op     files -> connectors -> pass-through -> discard:       {passthrough['events'] / passthrough['seconds']:>8,.0f} "
+              f"events/s ({passthrough['events']:,} in {passthrough['seconds']:.1f} s; connectors done after "
+              f"{passthrough['load_seconds']:.1f} s)")
+        print(f"  omnihub / no-op: {(real['events'] / real['seconds']) / (passthrough['events'] / passthrough['seconds']):.2f} "
+              f"(target 0.6); omnihub {real['events'] / real['seconds']:,.0f} events/s (target 4,000)")
+
+
+if __name__ == "__main__":
+    main()
