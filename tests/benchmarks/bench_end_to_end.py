@@ -101,7 +101,8 @@ def main() -> None:
         expected = sum(channel["valid"] for channel in manifest["channels"].values())
         print(f"end to end: {args.events:,} generated events ({expected:,} valid) of {args.customers:,} people, "
               f"embedded broker on disk, this machine", flush=True)
-        real_settings = load_settings(None, data_dir=Path(tmp) / "omnihub")
+        real_settings = load_settings(None, data_dir=Path(tmp) / "omnihub",
+                                      clickhouse={"embedded_path": Path(tmp) / "omnihub" / "chdb"})
         real = asyncio.run(omnihub(real_settings, folder, expected, args.timeout))
         print(f"  omnihub   files -> connectors -> Faust worker -> ClickHouse: {real['events'] / real['seconds']:>8,.0f} "
               f"events/s ({real['events']:,} in {real['seconds']:.1f} s; connectors done after {real['load_seconds']:.1f} s)", flush=True)

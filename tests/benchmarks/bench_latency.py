@@ -1,0 +1,135 @@
+"""Benchmark (not a test): event-to-queryable latency at a steady offered load.
+
+    python tests/benchmarks/bench_latency.py [--rate 2000] [--seconds 300]
+
+The hub on embedded defaults (disk broker, Faust worker, ClickHouse sink) in this process, and the bundled
+app-sessions webhook connector. Every 250 ms a client POSTs rate/4 sessions as one JSON array (an SDK sending in batches); a session's
+acceptance is the moment its 2xx answer arrives. A session is queryable at its row's ingested_at in
+timeline_events (set by ClickHouse when the sink's insert runs). Prints p50/p90/p99/max of acceptance ->
+queryable (target p99 under 2 s), the rate actually offered, and the consumer lag of the resolution worker
+and of the sink sampled every second.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import aiohttp  # noqa: E402
+
+from connectors.config import bundled_configs_dir  # noqa: E402
+from connectors.runtime import Connector  # noqa: E402
+from connectors.webhook import Webhook  # noqa: E402
+from infra.hub import Hub  # noqa: E402
+from infra.kafka import consumer_lag  # noqa: E402
+from infra.settings import load_settings  # noqa: E402
+from streams.app import resolution_group  # noqa: E402
+
+TICK = 0.25
+
+
+def session(n: int) -> dict:
+    return {"session_id": f"lat-{n}", "started_at_ms": int(time.time() * 1000), "user": {"account_id": f"A-{n % 5000}"},
+            "device": {"os": "ios", "app_version": "5.2.1"}, "screens": 3, "utm_campaign": "tv-best24"}
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def stored(hub: Hub, prefix: str) -> dict[str, int]:
+    rows = (await asyncio.to_thread(hub.client.query,
+            "SELECT source_id, toUnixTimestamp64Milli(min(ingested_at)) FROM timeline_events "
+            "WHERE startsWith(source_id, {p:String}) GROUP BY source_id", parameters={"p": prefix})).result_rows
+    return dict(rows)
+
+
+async def sample_lag(bootstrap: str, groups: list[str], samples: list[dict], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        rows = await consumer_lag(bootstrap, groups)
+        lag: dict[str, int] = {}
+        for group, _, committed, end in rows:
+            lag[group] = lag.get(group, 0) + max(0, end - committed)
+        samples.append(lag)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def run(settings, rate: int, seconds: float) -> None:
+    async with Hub(settings, serve_queries=False) as hub:
+        connector = Connector(settings, hub.bootstrap, bundled_configs_dir() / "app-sessions.yaml")
+        connector.config.source.port = 0
+        webhook = await Webhook(connector).start()
+        accepted_at: dict[str, int] = {}
+        async with aiohttp.ClientSession() as client:
+            async def post(first: int, count: int) -> None:
+                body = [session(n) for n in range(first, first + count)]
+                async with client.post(webhook.address, json=body) as answer:
+                    if answer.status >= 300:
+                        raise RuntimeError(f"webhook answered {answer.status}: {await answer.text()}")
+                now = int(time.time() * 1000)
+                for record in body:
+                    accepted_at[record["session_id"]] = now
+
+            # Warm-up: the worker and the sink are running and have read the topic once.
+            await post(0, 10)
+            while len(await stored(hub, "lat-")) < 10:
+                await asyncio.sleep(0.5)
+            accepted_at.clear()
+            groups = [resolution_group(settings), settings.sink.group_id]
+            lags: list[dict] = []
+            stop = asyncio.Event()
+            sampler = asyncio.ensure_future(sample_lag(hub.bootstrap, groups, lags, stop))
+            per_tick, n, started = max(1, int(rate * TICK)), 10, time.perf_counter()
+            pending = set()
+            tick = 0
+            while time.perf_counter() - started < seconds:
+                pending.add(asyncio.ensure_future(post(n, per_tick)))
+                n += per_tick
+                tick += 1
+                for task in [task for task in pending if task.done()]:
+                    pending.discard(task)
+                    task.result()  # a refused request stops the benchmark with its answer
+                await asyncio.sleep(max(0.0, started + tick * TICK - time.perf_counter()))
+            await asyncio.gather(*pending)
+            offered_seconds = time.perf_counter() - started
+            deadline = time.monotonic() + 120
+            while len(seen := await stored(hub, "lat-")) < len(accepted_at) + 10 and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            stop.set()
+            await sampler
+        await webhook.stop()
+    latencies = [(seen[sid] - at) / 1000 for sid, at in accepted_at.items() if sid in seen]
+    missing = len(accepted_at) - len(latencies)
+    print(f"latency, acceptance by the webhook connector -> queryable in ClickHouse (embedded defaults, this machine):")
+    print(f"  offered {len(accepted_at):,} sessions in {offered_seconds:.0f} s = {len(accepted_at) / offered_seconds:,.0f}/s "
+          f"(asked {rate:,}/s); {missing:,} not queryable 120 s after the end")
+    print(f"  p50 {percentile(latencies, 0.5):.2f} s   p90 {percentile(latencies, 0.9):.2f} s   "
+          f"p99 {percentile(latencies, 0.99):.2f} s   max {max(latencies):.2f} s   (target p99 < 2 s)")
+    for group in groups:
+        values = [sample.get(group, 0) for sample in lags]
+        print(f"  lag of {group}, sampled every second ({len(values)} samples): median {statistics.median(values):,.0f}  "
+              f"p99 {percentile(values, 0.99):,.0f}  max {max(values):,} records")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=2000, help="sessions offered per second")
+    parser.add_argument("--seconds", type=float, default=300)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="omnihub-latency-") as tmp:
+        settings = load_settings(None, data_dir=Path(tmp), clickhouse={"embedded_path": Path(tmp) / "chdb"})
+        asyncio.run(run(settings, args.rate, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
