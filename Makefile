@@ -20,13 +20,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Long (about 40 minutes on 2 cores); each script prints its figures, measured in one run.
 bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_skeleton.py
 	$(PY) tests/benchmarks/bench_faust_overhead.py
 	$(PY) tests/benchmarks/bench_scenario.py
-	$(PY) tests/benchmarks/bench_identity.py
 	$(PY) tests/benchmarks/eval_identity.py
+	$(PY) tests/benchmarks/bench_end_to_end.py
+	$(PY) tests/benchmarks/bench_latency.py
 	$(PY) tests/benchmarks/bench_recovery.py
+	$(PY) tests/benchmarks/bench_scale_out.py
 	$(PY) tests/benchmarks/bench_clickhouse.py
 
 run: $(STAMP)

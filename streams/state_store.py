@@ -5,15 +5,18 @@ Why not Faust tables: a table write is one changelog record per key (700-900 us 
 RocksDB store needs a current event for every write (our writes happen once per batch, outside any
 event), and memory tables replay whole changelogs at every start (minutes on the disk-backed broker).
 
-Commit order for one batch (streams/app.py):
-1. resolve the batch against views of this store (reads hit RocksDB, writes wait in the views);
+Commit order for one batch (streams/app.py, streams/checkpoint.py):
+1. resolve the batch against views of this store (reads hit the cache or RocksDB, writes wait in the views);
 2. publish the batch's delta to the changelog and wait for the broker's ack;
-3. write the delta and the changelog offset it ends at to RocksDB in one atomic WriteBatch;
-4. publish the batch's outputs, wait for their acks; only then Faust commits the input offsets.
-A worker killed anywhere resumes with state that matches its committed offsets or is ahead of them;
-events redelivered after a state ahead of them are known (the events view) and re-published as first
-published. A fresh machine (no local RocksDB) rebuilds the state from the changelog; a restarted worker
-only reads the changelog written after the offset its RocksDB holds.
+3. publish the batch's outputs, wait for their acks; then the input offsets are committed;
+4. when the resolver next holds the state, write the acknowledged delta and the changelog offset it ends at
+   to RocksDB in one atomic WriteBatch.
+Batches overlap (the next is resolved while one is acknowledged), each step in batch order; a delta taken but
+not yet in RocksDB stays readable through the views. A worker killed anywhere resumes with state that matches
+its committed offsets or is ahead of them (RocksDB plus the changelog past its offset); events redelivered
+after a state ahead of them are known (the events view) and re-published as first published. A fresh machine
+(no local RocksDB) rebuilds the state from the changelog; a restarted worker only reads the changelog written
+after the offset its RocksDB holds.
 """
 from __future__ import annotations
 
