@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import aiohttp  # noqa: E402
-from aiokafka import AIOKafkaConsumer  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition as AioPartition  # noqa: E402
+from kafka import KafkaAdminClient  # noqa: E402
 
 from connectors.config import bundled_configs_dir  # noqa: E402
 from connectors.runtime import Connector  # noqa: E402
@@ -54,21 +54,25 @@ async def stored(hub: Hub, prefix: str) -> dict[str, int]:
 
 class LagSampler:
     """Each group's lag (end offset - committed, summed over its partitions), cheaply enough to sample every
-    second: one admin client for the committed offsets, one consumer kept at the end of every partition
-    the groups commit, whose fetch responses carry the end offsets (tansu's ListOffsets can be too low)."""
+    second: one admin client for the committed offsets (kafka-python's: aiokafka's cannot read tansu's
+    OffsetFetch answer), one consumer kept at the end of every partition the groups commit, whose fetch
+    responses carry the end offsets (tansu's ListOffsets can be too low)."""
 
     def __init__(self, bootstrap: str, groups: list[str]):
         self.bootstrap, self.groups = bootstrap, groups
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="omnihub-bench-lag")
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                          max_partition_fetch_bytes=64 * 1024)
 
+    async def committed(self, group: str) -> dict:
+        offsets = (await asyncio.to_thread(self.admin.list_group_offsets, group))[group]
+        return {AioPartition(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+
     async def start(self) -> None:
-        await self.admin.start()
         await self.consumer.start()
         partitions = set()
         for group in self.groups:
-            partitions |= set(await self.admin.list_consumer_group_offsets(group))
+            partitions |= set(await self.committed(group))
         self.consumer.assign(sorted(partitions))
         await self.consumer.seek_to_end(*partitions)
 
@@ -76,13 +80,17 @@ class LagSampler:
         await self.consumer.getmany(timeout_ms=100)  # records are dropped: only the fetches' end offsets matter
         lag = {}
         for group in self.groups:
-            committed = await self.admin.list_consumer_group_offsets(group)
-            lag[group] = sum(max(0, (self.consumer.highwater(tp) or 0) - meta.offset) for tp, meta in committed.items())
+            committed = await self.committed(group)
+            if new := set(committed) - self.consumer.assignment():  # a partition the group committed first now
+                self.consumer.assign(sorted(self.consumer.assignment() | new))
+                await self.consumer.seek_to_end(*new)
+                await self.consumer.getmany(*new, timeout_ms=100)
+            lag[group] = sum(max(0, (self.consumer.highwater(tp) or 0) - offset) for tp, offset in committed.items())
         return lag
 
     async def stop(self) -> None:
         await self.consumer.stop()
-        await self.admin.close()
+        self.admin.close()
 
 
 async def sample_lag(sampler: LagSampler, samples: list[dict], stop: asyncio.Event) -> None:
