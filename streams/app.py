@@ -14,8 +14,8 @@ Which part leaves Faust's per-event stream path, and why: channel events are rea
 every partition of the topics matching topics.channel_pattern itself (looked up again every
 TOPIC_REFRESH_SECONDS, so a new channel is read without a restart) instead of joining a consumer group:
 there is one resolution worker by design, and a group join costs 3 s of every start on tansu. Offsets are
-still committed under resolution_group(), where `omnihub status` reads the lag. Faust's per-message consumer path costs 150-250 us
-an event here (a no-op agent made 2.8k-7k events/s where aiokafka made 65k-385k/s on the same topic),
+still committed under resolution_group(), where `omnihub status` reads the lag. Faust's per-message
+consumer path costs 150-250 us an event here (a no-op agent made 2.8k-7k events/s where aiokafka made 65k-385k/s on the same topic),
 more than resolving the event; read in batches, the same worker resolves 6,500-9,700 events/s
 (tests/benchmarks/eval_identity.py). Each batch is resolved in a thread (the loop meanwhile sends and
 acknowledges the previous batches) while holding the state's lock. Operator commands (split, forget) stay a
@@ -23,10 +23,10 @@ Faust agent on identity-commands, the best-customer threshold a Faust timer; `om
 worker.
 
 At-least-once: a batch's input offsets are committed only after its state change is acknowledged on the
-changelog and every record it produced is acknowledged (streams/checkpoint.py), so a crashed worker re-processes from the
-last commit; a redelivered event changes no state (the events view knows it) and its timeline record is
-published again as it was first published, so consumers deduplicate it as one record. exactly_once is not
-an option on tansu.
+changelog and every record it produced is acknowledged (streams/checkpoint.py), so a crashed worker
+re-processes from the last commit; a redelivered event changes no state (the events view knows it), its
+timeline record is published again as it was first published (consumers deduplicate it as one record) and
+its customer's profile again. exactly_once is not an option on tansu.
 
 Consistency: the identity graph is one state with one writer, so resolution runs on one worker; the
 channel events and the commands take turns on it (one lock), and its changelog has one partition, one
