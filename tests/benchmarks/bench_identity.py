@@ -30,7 +30,7 @@ def main() -> None:
           f"{args.customers:,} people):")
     print(f"  raw aiokafka consume of the channel topics  {figures['raw_per_second']:>10,.0f} records/s ({figures['raw_records']:,})")
     print(f"  resolved onto the timeline                  {figures['events_per_second']:>10,.0f} events/s "
-          f"(from the worker's first output; {figures['events_per_second_with_start']:,.0f}/s counting its start)")
+          f"(from its first committed batch on; {figures['events_per_second_with_start']:,.0f}/s counting its start)")
     print(f"  resolution / raw consume                    {figures['events_per_second'] / figures['raw_per_second']:>10.3f}")
     print(f"  identity merges published                   {figures['merges']:>10,}")
 
