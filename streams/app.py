@@ -54,7 +54,7 @@ from streams.state_store import DeltaAssembler, StateStore, delta_records
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX_EVENTS = 5000       # resolved in a thread, but commands wait for it: about half a second
+BATCH_MAX_EVENTS = 10_000     # resolved in a thread, but commands wait for it: about a second
 BATCH_WAIT_MS = 50            # how long a poll waits for a batch to fill when the topics are quiet
 TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
 FAUST_SESSION_TIMEOUT_MS = 3000
