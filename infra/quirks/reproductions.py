@@ -126,6 +126,42 @@ async def concurrent_produce(bootstrap: str, producers: int = 4, records: int = 
     return {"sent": producers * records, "acknowledged": acknowledged, "failed": failures, "stored": stored}
 
 
+async def fetch_cost_by_batches(bootstrap: str, first: int = 50, then: int = 1000, fetches: int = 20) -> dict:
+    """Median milliseconds to fetch a partition's last record once it holds `first` one-record batches,
+    then once it holds `first + then`. On tansu's s3:// engine every fetch lists all of the partition's
+    batch objects (GET ?list-type=2&prefix=.../records/, no start-after) and nothing merges them, so the
+    time grows with the batches written; on Kafka it does not."""
+    topic = _topic("fetch-cost")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await producer.start()
+    await consumer.start()
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    written, medians = 0, {}
+    try:
+        for count in (first, first + then):
+            while written < count:  # one request each: one batch object each
+                await (await producer.send(topic, b"x" * 100, partition=0))
+                written += 1
+            times = []
+            for _ in range(fetches):
+                consumer.seek(partition, written - 1)
+                started = time.perf_counter()
+                while not (await consumer.getmany(partition, timeout_ms=5000)).get(partition):
+                    pass
+                times.append((time.perf_counter() - started) * 1000)
+            medians[f"ms_with_{count}_batches"] = round(sorted(times)[len(times) // 2], 1)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return medians
+
+
 async def run_all(bootstrap: str) -> dict:
     return {
         "end_offsets_after_batched_produce": await end_offsets_after_batched_produce(bootstrap),
@@ -134,4 +170,5 @@ async def run_all(bootstrap: str) -> dict:
         "group_join_session_6s": await group_join_time(bootstrap, 6_000),
         "auto_created_partitions": await auto_created_partitions(bootstrap),
         "concurrent_produce": await concurrent_produce(bootstrap),
+        "fetch_cost_by_batches": await fetch_cost_by_batches(bootstrap),
     }
