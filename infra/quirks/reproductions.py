@@ -13,13 +13,17 @@ def _topic(prefix: str) -> str:
     return f"quirk-{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def end_offsets_after_batched_produce(bootstrap: str, records: int = 10) -> dict:
-    """Produce `records` in ONE produce request to a 1-partition topic; Kafka reports end offset = records."""
-    topic = _topic("end-offsets")
+async def _create_one_partition_topic(bootstrap: str, topic: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(topic, 1, 1)])
     await admin.close()
+
+
+async def end_offsets_after_batched_produce(bootstrap: str, records: int = 10) -> dict:
+    """Produce `records` in ONE produce request to a 1-partition topic; Kafka reports end offset = records."""
+    topic = _topic("end-offsets")
+    await _create_one_partition_topic(bootstrap, topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=200)
     await producer.start()
     batch = producer.create_batch()
@@ -56,10 +60,7 @@ async def idempotent_producer(bootstrap: str) -> dict:
 async def group_join_time(bootstrap: str, session_timeout_ms: int) -> dict:
     """Seconds for a lone consumer to join a new group; Kafka needs well under a second here."""
     topic = _topic("join")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1)])
-    await admin.close()
+    await _create_one_partition_topic(bootstrap, topic)
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=topic, session_timeout_ms=session_timeout_ms,
                                 heartbeat_interval_ms=min(1000, session_timeout_ms // 3),
                                 request_timeout_ms=session_timeout_ms + 10_000)
@@ -92,10 +93,7 @@ async def concurrent_produce(bootstrap: str, producers: int = 4, records: int = 
     from aiokafka import errors
 
     topic = _topic("concurrent")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1)])
-    await admin.close()
+    await _create_one_partition_topic(bootstrap, topic)
     retriable, errors.UnknownError.retriable = errors.UnknownError.retriable, False
     failures: dict[str, int] = {}
 
@@ -132,10 +130,7 @@ async def fetch_cost_by_batches(bootstrap: str, first: int = 50, then: int = 100
     batch objects (GET ?list-type=2&prefix=.../records/, no start-after) and nothing merges them, so the
     time grows with the batches written; on Kafka it does not."""
     topic = _topic("fetch-cost")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1)])
-    await admin.close()
+    await _create_one_partition_topic(bootstrap, topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=0)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await producer.start()
