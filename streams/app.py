@@ -191,7 +191,10 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
             return
         started = time.monotonic()
         async with turn:
-            await asyncio.to_thread(resolver.update_best_threshold)
+            out = Outputs()
+            await asyncio.to_thread(resolver.update_best_threshold, out)
+            if out.changed:  # the customers whose membership it flipped, published with their state
+                await (await checkpoint()).write(resolver.finish(out).sends)
         threshold["next"] = time.monotonic() + max(30.0, 10 * (time.monotonic() - started))
 
     return app

@@ -155,14 +155,23 @@ class Resolver:
         profile = self.profiles.get(customer_id)
         if profile is None:
             return None
-        return self.codecs["customer_profile"].encode(profile_state.to_avro(
+        record = profile_state.to_avro(
             profile, cluster["identifiers"] if cluster else [], cluster["version"] if cluster else 1,
-            self.settings.identity.repurchase_days, self.best_threshold))
+            self.settings.identity.repurchase_days, self.best_threshold)
+        if record["best_customer"] != profile.get("best", False):
+            # What was published is kept, so a threshold move republishes exactly the customers it flips
+            self.profiles[customer_id] = {**profile, "best": record["best_customer"]}
+        return self.codecs["customer_profile"].encode(record)
 
-    def update_best_threshold(self) -> None:
-        """The 12-month revenue that puts a customer in the best-customer segment, from all profiles."""
-        revenues = sorted((profile_state.revenue_12_months(p) for p in self.profiles.values() if p), reverse=True)
-        revenues = [r for r in revenues if r > 0]
-        if revenues:
-            index = max(0, int(len(revenues) * self.settings.identity.best_customer_share) - 1)
-            self.best_threshold = revenues[index]
+    def update_best_threshold(self, out: Outputs) -> None:
+        """The 12-month revenue that puts a customer in the best-customer segment, from all profiles; every
+        customer whose published membership the new threshold flips is marked changed in out (republished)."""
+        yearly = {customer_id: profile_state.revenue_12_months(p) for customer_id, p in self.profiles.items() if p}
+        revenues = sorted((r for r in yearly.values() if r > 0), reverse=True)
+        if not revenues:
+            return
+        index = max(0, int(len(revenues) * self.settings.identity.best_customer_share) - 1)
+        self.best_threshold = threshold = revenues[index]
+        for customer_id, revenue in yearly.items():
+            if (revenue > 0 and revenue >= threshold) != self.profiles[customer_id].get("best", False):
+                out.changed.add(customer_id)

@@ -105,11 +105,21 @@ class StateView(MutableMapping):
                 return
             yield raw_key[len(self.prefix):].decode()
 
-    def values(self):  # type: ignore[override]
+    def items(self):  # type: ignore[override]
+        """Committed keys with their latest values (a write not yet in RocksDB wins): for timers, not the hot path."""
         for raw_key, raw in self.db.items(from_key=self.prefix):
             if not raw_key.startswith(self.prefix):
                 return
-            yield orjson.loads(raw)
+            key = raw_key[len(self.prefix):].decode()
+            value = self.cache.get(key, _MISS)
+            if value is _MISS:
+                value = self._load(key) if self.pending or self.in_flight else orjson.loads(raw)
+            if value is not _ABSENT:
+                yield key, value
+
+    def values(self):  # type: ignore[override]
+        for _, value in self.items():
+            yield value
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

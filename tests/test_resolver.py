@@ -1,0 +1,58 @@
+"""The resolver without I/O (streams/resolver.py): what one batch or one timer run publishes."""
+from __future__ import annotations
+
+from infra.settings import load_settings
+from schemas.serde import codec
+from streams.resolver import Outputs, Resolver
+from streams.state_store import StateStore
+
+DAY_MS = 86_400_000
+
+
+def order(customer: int, amount_minor: int, day: int = 0) -> dict:
+    return {"event_id": f"e-{customer}-{day}", "source_id": f"W-{customer}-{day}", "channel": "web",
+            "event_type": "order", "occurred_at": 1_700_000_000_000 + day * DAY_MS, "total_minor": amount_minor,
+            "currency": "EUR", "identifiers": [{"kind": "email", "value": f"p{customer}@x.com", "platform": None}],
+            "attributes": {}, "lines": []}
+
+
+def published_profiles(resolver: Resolver, out: Outputs) -> dict[str, dict]:
+    decode = codec("customer_profile").decode
+    return {key.decode(): decode(value) for topic, key, value in resolver.finish(out).sends
+            if topic == resolver.topics.customer_profiles and value is not None}
+
+
+def test_a_threshold_move_republishes_every_customer_it_flips_and_only_them(tmp_path):
+    settings = load_settings(None, data_dir=tmp_path, identity={"best_customer_share": 0.2})
+    store = StateStore(tmp_path / "state")
+    resolver = Resolver(settings, store)
+    out = Outputs()
+    for customer in range(10):          # revenues 100, 200, ... 1,000.00: the top 20% is 900.00 and up
+        resolver.event(order(customer, (customer + 1) * 10_000), out)
+    first = published_profiles(resolver, out)
+    assert len(first) == 10 and not any(p["best_customer"] for p in first.values())  # no threshold yet
+    store.apply(store.take_delta(), 1)
+
+    out = Outputs()
+    resolver.update_best_threshold(out)   # no new event: the segment must still fill
+    flipped = published_profiles(resolver, out)
+    assert resolver.best_threshold == 90_000
+    assert sorted(p["online_revenue_minor"] for p in flipped.values()) == [90_000, 100_000]
+    assert all(p["best_customer"] for p in flipped.values())
+    store.apply(store.take_delta(), 2)
+
+    out = Outputs()
+    resolver.update_best_threshold(out)   # the same threshold flips nobody: nothing to republish
+    assert published_profiles(resolver, out) == {}
+
+    out = Outputs()                       # two big buyers, published in under the old threshold...
+    resolver.event(order(20, 500_000), out)
+    resolver.event(order(21, 400_000), out)
+    assert all(p["best_customer"] for p in published_profiles(resolver, out).values())
+    store.apply(store.take_delta(), 3)
+    out = Outputs()                       # ...raise it (top 20% of 12 is 2): the two earlier members drop out
+    resolver.update_best_threshold(out)
+    flipped = published_profiles(resolver, out)
+    assert resolver.best_threshold == 400_000
+    assert {p["online_revenue_minor"]: p["best_customer"] for p in flipped.values()} == {
+        90_000: False, 100_000: False}
