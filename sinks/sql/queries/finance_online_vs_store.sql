@@ -2,8 +2,8 @@
 SELECT
     if(online > 0 AND store > 0, 'bought online and in store', if(online > 0, 'online only', 'store only')) AS customers,
     count() AS how_many,
-    toDecimal64(sum(online) / 100, 2) AS online_revenue,
-    toDecimal64(sum(store) / 100, 2) AS store_revenue
+    toDecimal128(sum(online), 2) / 100 AS online_revenue,
+    toDecimal128(sum(store), 2) / 100 AS store_revenue
 FROM (
     SELECT customer_id,
            sumIf(amount_minor, channel = 'web' AND event_type = 'order') AS online,

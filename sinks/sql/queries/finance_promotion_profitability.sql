@@ -8,11 +8,11 @@ WITH (SELECT discount_code FROM campaigns FINAL WHERE campaign_id = {campaign:St
 SELECT
     {campaign:String} AS campaign,
     orders.orders AS orders,
-    toDecimal64(orders.revenue_minor / 100, 2) AS revenue,
-    toDecimal64(goods.cost_minor / 100, 2) AS cost_of_goods,
-    toDecimal64(orders.shipping_minor / 100, 2) AS shipping,
-    toDecimal64(media_minor / 100, 2) AS media,
-    toDecimal64((orders.revenue_minor - goods.cost_minor - orders.shipping_minor - media_minor) / 100, 2) AS net_margin
+    toDecimal128(orders.revenue_minor, 2) / 100 AS revenue,
+    toDecimal128(goods.cost_minor, 2) / 100 AS cost_of_goods,
+    toDecimal128(orders.shipping_minor, 2) / 100 AS shipping,
+    toDecimal128(media_minor, 2) / 100 AS media,
+    toDecimal128(orders.revenue_minor - goods.cost_minor - orders.shipping_minor - media_minor, 2) / 100 AS net_margin
 FROM (
     SELECT count() AS orders, sum(amount_minor) AS revenue_minor,
            sum(shipping_cost_minor) AS shipping_minor

@@ -6,8 +6,8 @@ FROM (
     SELECT channel,
            countIf(event_type = 'session' AND campaign = {campaign:String}) AS visits,
            countIf(event_type IN ('order', 'receipt') AND campaign = code) AS orders,
-           toDecimal64(ifNull(sumIf(amount_minor, event_type IN ('order', 'receipt')
-                                                 AND campaign = code), 0) / 100, 2) AS revenue
+           toDecimal128(ifNull(sumIf(amount_minor, event_type IN ('order', 'receipt')
+                                                 AND campaign = code), 0), 2) / 100 AS revenue
     FROM timeline_events FINAL  -- counts need no customer id
     GROUP BY channel WITH ROLLUP)
 WHERE visits > 0 OR orders > 0

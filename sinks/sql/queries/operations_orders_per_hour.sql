@@ -3,8 +3,8 @@ SELECT
     toStartOfHour(event_time) AS hour,
     countIf(channel = 'web' AND event_type = 'order') AS web_orders,
     countIf(channel = 'store' AND event_type = 'receipt') AS store_receipts,
-    toDecimal64(sumIf(shipping_cost_minor, channel = 'web' AND event_type = 'order') / 100, 2) AS shipping_cost,
-    if(web_orders = 0, NULL, toDecimal64(shipping_cost / web_orders, 2)) AS shipping_cost_per_order
+    toDecimal128(sumIf(shipping_cost_minor, channel = 'web' AND event_type = 'order'), 2) / 100 AS shipping_cost,
+    if(web_orders = 0, NULL, round(toDecimal128(sumIf(shipping_cost_minor, channel = 'web' AND event_type = 'order'), 4) / 100 / web_orders, 2)) AS shipping_cost_per_order
 FROM timeline_events FINAL  -- counts need no customer id: one row per event, without the identity join
 WHERE event_type IN ('order', 'receipt')
 GROUP BY hour

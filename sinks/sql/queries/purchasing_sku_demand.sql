@@ -8,7 +8,7 @@ SELECT
     sumIf(quantity, event_time >= window_start AND event_time < window_end) AS units_during,
     sumIf(quantity, channel = 'web' AND event_time >= window_start AND event_time < window_end) AS web_units_during,
     sumIf(quantity, channel = 'store' AND event_time >= window_start AND event_time < window_end) AS store_units_during,
-    toDecimal64(sumIf(quantity * unit_price_minor, event_time >= window_start AND event_time < window_end) / 100, 2) AS revenue_during
+    toDecimal128(sumIf(quantity * unit_price_minor, event_time >= window_start AND event_time < window_end), 2) / 100 AS revenue_during
 FROM order_lines FINAL
 GROUP BY sku
 ORDER BY units_during DESC, sku

@@ -5,7 +5,7 @@ WITH (SELECT if(count() = 0, {customer:String}, argMax(current_id, version)) FRO
      (SELECT groupArray(id) FROM (SELECT current AS id UNION ALL
                                   SELECT customer_id FROM identity_map FINAL WHERE current_id = current)) AS ids
 SELECT e.event_time AS event_time, e.channel AS channel, e.event_type AS event_type, e.source_id AS source_id,
-       if(e.amount_minor IS NULL, NULL, toDecimal64(e.amount_minor / 100, 2)) AS amount,
+       if(e.amount_minor IS NULL, NULL, toDecimal128(e.amount_minor, 2) / 100) AS amount,
        nullIf(JSONExtractString(e.payload_json, 'status'), '') AS status,
        nullIf(e.related_order_id, '') AS related_order,
        nullIf(d.text, '') AS text

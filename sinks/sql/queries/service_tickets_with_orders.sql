@@ -4,7 +4,7 @@ SELECT
     t.channel AS channel,
     t.source_id AS contact,
     o.source_id AS order_id,
-    toDecimal64(o.amount_minor / 100, 2) AS order_amount,
+    toDecimal128(o.amount_minor, 2) / 100 AS order_amount,
     t.customer_id = o.customer_id AS same_customer
 FROM (SELECT * FROM timeline_current WHERE related_order_id != '') AS t
 INNER JOIN (SELECT * FROM timeline_current WHERE channel = 'web' AND event_type = 'order') AS o
