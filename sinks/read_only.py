@@ -116,6 +116,11 @@ def run_read_only(settings: Settings, sql: str, parameters: dict | None = None) 
         ast = client.query(f"EXPLAIN AST {statement}", parameters=parameters or None, settings=query_settings)
         check_ast([row[0] for row in ast.result_rows])
         result = client.query(statement, parameters=parameters or None, settings=query_settings)
-        return list(result.column_names), [list(row) for row in result.result_rows]
+        columns = list(result.column_names)
+        if not columns:  # chDB answers an empty result without its header: ask for the columns themselves
+            described = client.query(f"DESCRIBE TABLE ({statement})", parameters=parameters or None,
+                                     settings=query_settings)
+            columns = [row[0] for row in described.result_rows]
+        return columns, [list(row) for row in result.result_rows]
     finally:
         client.close()

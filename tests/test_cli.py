@@ -77,6 +77,8 @@ def test_run_then_connector_and_query_from_other_processes(settings, tmp_path):
         while "18500000" not in (loaded := omnihub("query", "SELECT campaign_id, media_cost_minor FROM campaigns FINAL", env=env)).stdout:
             assert time.monotonic() < deadline, loaded.stdout + loaded.stderr
             time.sleep(0.5)
+        empty = omnihub("query", "SELECT 1 AS x, 'a' AS label WHERE 0", env=env)
+        assert empty.returncode == 0 and empty.stdout.split()[:2] == ["x", "label"] and len(empty.stdout.splitlines()) == 2, empty.stdout
         named = omnihub("query", "operations_orders_per_hour", env=env)
         assert named.returncode == 0 and "web_orders" in named.stdout, named.stderr
         report = omnihub("report", "purchasing", env=env)
