@@ -6,6 +6,7 @@ file, the line and the field, because an integration engineer fixes configs, not
 """
 from __future__ import annotations
 
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -20,6 +21,22 @@ IdentifierKind = Literal["email", "phone", "loyalty_id", "web_account", "social_
 
 # Fields the runtime fills itself; a config may not map them.
 COMPUTED_FIELDS = {"event_id", "channel", "connector", "identifiers"}
+
+
+TIMESTAMP_FORMATS = ("iso8601", "epoch_seconds", "epoch_millis")
+
+
+def strptime_problem(fmt: str) -> str | None:
+    """Why a strptime pattern cannot work (a bad directive, a stray %), or None: checked when the config
+    loads, since at run time it would reject every record."""
+    if "%" not in fmt:
+        return ("not a strptime pattern (it has no %-directive) nor one of " + ", ".join(TIMESTAMP_FORMATS))
+    try:
+        datetime.strptime("", fmt)
+    except ValueError as error:
+        if "bad directive" in str(error) or "stray %" in str(error):
+            return str(error)
+    return None
 
 
 class ConfigError(ValueError):
@@ -71,6 +88,10 @@ class ValueSpec(_Strict):
                 ZoneInfo(self.timezone)
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"unknown time zone {self.timezone!r} (use an IANA name such as Europe/Paris)") from None
+        if self.format not in TIMESTAMP_FORMATS:
+            problem = strptime_problem(self.format)
+            if problem:
+                raise ValueError(f"format {self.format!r}: {problem}")
         for name in ("regex", "pattern"):
             if getattr(self, name) is not None:
                 import re
@@ -179,39 +200,62 @@ def _nullable(field: dict) -> bool:
     return isinstance(field["type"], list) and "null" in field["type"] or "default" in field
 
 
-def _check_against_schema(config: ConnectorConfig) -> list[tuple[tuple, str]]:
-    """Mapped fields must exist in the target schema; its required fields must be mapped."""
+def _check_against_schema(data: dict) -> list[tuple[tuple, str]]:
+    """Mapped fields must exist in the target schema; its required fields must be mapped. Works on the raw
+    YAML, so these problems are reported with the others even when the rest of the file is wrong."""
+    schema_name = data.get("schema", "channel_event")
     try:
-        fields = _schema_fields(schema_json(config.schema_name))
-    except FileNotFoundError:
-        return [(("schema",), f"no schema named {config.schema_name!r} in schemas/avro")]
+        fields = _schema_fields(schema_json(schema_name))
+    except (FileNotFoundError, TypeError):
+        return [(("schema",), f"no schema named {schema_name!r} in schemas/avro")]
+    mapped = data.get("fields") if isinstance(data.get("fields"), dict) else {}
     problems = []
-    for name, spec in config.fields.items():
+    for name, spec in mapped.items():
         if name in COMPUTED_FIELDS:
             problems.append((("fields", name), "filled by the connector runtime; remove it from fields"))
         elif name == "attributes":
             problems.append((("fields", name), "attributes are declared in the top-level 'attributes' section"))
         elif name not in fields:
-            problems.append((("fields", name), f"not a field of schema {config.schema_name} "
+            problems.append((("fields", name), f"not a field of schema {schema_name} "
                                                f"(fields: {', '.join(sorted(set(fields) - COMPUTED_FIELDS - {'attributes'}))})"))
-        elif spec.each is not None:
+        elif isinstance(spec, dict) and isinstance(spec.get("each"), dict):
             item = fields[name]["type"]
             item_fields = _schema_fields(item["items"]) if isinstance(item, dict) and item.get("type") == "array" else None
             if item_fields is None:
                 problems.append((("fields", name, "each"), "only list fields take 'each'"))
                 continue
-            for sub in spec.each:
+            for sub in spec["each"]:
                 if sub not in item_fields:
                     problems.append((("fields", name, "each", sub), f"not a field of {name} items ({', '.join(item_fields)})"))
             for sub, field in item_fields.items():
-                if not _nullable(field) and sub not in spec.each:
+                if not _nullable(field) and sub not in spec["each"]:
                     problems.append((("fields", name, "each"), f"{name} items need '{sub}'"))
-    for name, field in fields.items():
-        if name not in COMPUTED_FIELDS and not _nullable(field) and name not in config.fields:
-            problems.append((("fields",), f"schema {config.schema_name} requires '{name}'"))
-    if config.key not in fields:
-        problems.append((("key",), f"not a field of schema {config.schema_name}"))
+    if "fields" in data:
+        for name, field in fields.items():
+            if name not in COMPUTED_FIELDS and not _nullable(field) and name not in mapped:
+                problems.append((("fields",), f"schema {schema_name} requires '{name}'"))
+    if data.get("key", "source_id") not in fields:
+        problems.append((("key",), f"not a field of schema {schema_name}"))
     return problems
+
+
+def _duplicate_keys(node: yaml.Node | None, loc: tuple = ()) -> list[tuple[int, str]]:
+    """(line, message) for each key written twice in one mapping: YAML would keep the last silently."""
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for key, value in node.value:
+            where = ".".join(map(str, (*loc, key.value)))
+            if key.value in seen:
+                found.append((key.start_mark.line + 1, f"{where}: duplicate key (also on line {seen[key.value]}; "
+                                                       f"YAML would keep only the last)"))
+            else:
+                seen[key.value] = key.start_mark.line + 1
+            found.extend(_duplicate_keys(value, (*loc, key.value)))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found.extend(_duplicate_keys(item, (*loc, index)))
+    return found
 
 
 def load_connector_config(path: str | Path) -> ConnectorConfig:
@@ -230,17 +274,24 @@ def load_connector_config(path: str | Path) -> ConnectorConfig:
         raise ConfigError(f"{path}{line}: not valid YAML: {getattr(error, 'problem', error)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    # Every problem of the file at once: duplicate keys, then pydantic's, then the schema's.
+    lines = [(line, f"{path}:{line}: {message}") for line, message in _duplicate_keys(root)]
+
+    def problem(loc: tuple, message: str, key: bool) -> None:
+        node = _node_at(root, loc, key)
+        lines.append((node.start_mark.line + 1 if node else 0, f"{_where(path, root, loc, key)}: {message}"))
+
     try:
         config = ConnectorConfig.model_validate(data)
     except ValidationError as error:
-        lines = [f"{_where(path, root, tuple(e['loc']), e['type'] == 'extra_forbidden')}: "
-                 + ("unknown key (check the spelling)" if e["type"] == "extra_forbidden" else e["msg"])
-                 for e in error.errors()]
-        raise ConfigError(f"invalid connector config ({len(lines)} problem(s)):\n  " + "\n  ".join(lines)) from None
-    problems = _check_against_schema(config)
-    if problems:
-        lines = [f"{_where(path, root, loc, key=True)}: {message}" for loc, message in problems]
-        raise ConfigError(f"invalid connector config ({len(lines)} problem(s)):\n  " + "\n  ".join(lines))
+        for e in error.errors():
+            unknown = e["type"] == "extra_forbidden"
+            problem(tuple(e["loc"]), "unknown key (check the spelling)" if unknown else e["msg"], unknown)
+    for loc, message in _check_against_schema(data):
+        problem(loc, message, True)
+    if lines:
+        ordered = [text for _, text in sorted(lines, key=lambda item: item[0])]
+        raise ConfigError(f"invalid connector config ({len(ordered)} problem(s)):\n  " + "\n  ".join(ordered))
     return config
 
 

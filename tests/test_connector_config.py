@@ -115,3 +115,29 @@ def test_check_command_prints_records_and_rejects_and_fails_only_when_strict(tmp
     broken = write(tmp_path, GOOD.replace("  type: file\n", "  type: ftp\n"))
     result = check(str(broken))
     assert result.returncode == 1 and f"{broken}:5: source" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
+    bad = (GOOD.replace("  occurred_at: at\n", "  occured_at: at\n")                       # misspelt field
+           .replace("  type: file\n", "  type: file\n  pth: x\n")                            # unknown key
+           .replace("  source_id: return_id\n", "  source_id: return_id\n  source_id: id\n"))  # written twice
+    with pytest.raises(ConfigError) as error:
+        load_connector_config(write(tmp_path, bad))
+    message = str(error.value)
+    assert "(4 problem(s))" in message, message
+    for expected in (":6: source.pth: unknown key", ":11: fields.source_id: duplicate key (also on line 10",
+                     ":12: fields.occured_at: not a field of schema channel_event",
+                     "fields: schema channel_event requires 'occurred_at'"):
+        assert expected in message, message
+
+
+@pytest.mark.parametrize("fmt, expected", [
+    ("%d/%m/%Y %Q", "'Q' is a bad directive"),
+    ("%d/%m/%Y %", "stray %"),
+    ("dd/mm/yyyy", "not a strptime pattern"),
+])
+def test_a_timestamp_format_that_cannot_parse_is_refused_when_the_config_loads(tmp_path, fmt, expected):
+    with pytest.raises(ConfigError) as error:
+        load_connector_config(write(tmp_path, GOOD.replace("  occurred_at: at\n", f"  occurred_at: {{path: at, format: '{fmt}'}}\n")))
+    assert ":10: fields.occurred_at: Value error, format" in str(error.value) and expected in str(error.value)
+    load_connector_config(write(tmp_path, GOOD.replace("  occurred_at: at\n", "  occurred_at: {path: at, format: '%d/%m/%Y %H:%M'}\n")))
