@@ -124,7 +124,9 @@ class IdentifierSpec(ValueSpec):
 class FileSource(_Strict):
     type: Literal["file"]
     path: Path = Field(description="relative to the config file")
-    format: Literal["jsonl", "csv"] | None = Field(default=None, description="inferred from the file suffix when omitted")
+    format: Literal["jsonl", "csv", "json"] | None = Field(
+        default=None, description="jsonl, csv or json (one document); inferred from the file when omitted")
+    records_at: str | None = Field(default=None, description="json: dotted path to the array of records (default: the top-level array)")
     encoding: str = "utf-8"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     group_rows_by: str | None = Field(default=None, description="csv: consecutive rows with the same value here are one record (receipt lines)")
@@ -133,8 +135,12 @@ class FileSource(_Strict):
 
     @model_validator(mode="after")
     def _follow_jsonl_only(self) -> "FileSource":
-        if self.follow and (self.format == "csv" or (self.format is None and self.path.suffix.lower() == ".csv")):
-            raise ValueError("follow is supported for JSON Lines files only (a CSV row may span lines being written)")
+        if self.follow and (self.format in ("csv", "json") or self.records_at
+                            or (self.format is None and self.path.suffix.lower() in (".csv", ".json"))):
+            raise ValueError("follow is supported for JSON Lines files only (a CSV row or a JSON document may be "
+                             "half written)")
+        if self.records_at is not None and self.format not in (None, "json"):
+            raise ValueError("records_at applies to JSON documents (format: json) only")
         return self
 
 
@@ -165,7 +171,9 @@ class ConnectorConfig(_Strict):
     def source_format(self) -> str:
         if isinstance(self.source, WebhookSource):
             return "json"
-        return self.source.format or ("csv" if self.source.path.suffix.lower() == ".csv" else "jsonl")
+        if self.source.format or self.source.records_at:
+            return self.source.format or "json"
+        return {".csv": "csv", ".json": "json"}.get(self.source.path.suffix.lower(), "jsonl")
 
 
 # --- YAML with line numbers -------------------------------------------------------------------

@@ -24,7 +24,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from connectors.config import ConnectorConfig, FileSource, WebhookSource, load_connector_config, resolve
 from connectors.mapping import MappingError, RecordMapper
-from connectors.sources import HEAD_BYTES, Position, PositionStore, SourceRecord, head_digest, read_csv, read_jsonl
+from connectors.sources import (HEAD_BYTES, Position, PositionStore, SourceRecord, file_format, head_digest, read_csv,
+                                read_json_document, read_jsonl)
 from infra.kafka import broker_id, consumer_config, ensure_topics, producer_config
 from infra.settings import Settings
 from schemas.models import dead_letter
@@ -244,7 +245,15 @@ class Connector:
             return read_csv(path, start.offset, start.line, encoding=source.encoding if source else "utf-8",
                             delimiter=source.delimiter if source else ",",
                             group_rows_by=source.group_rows_by if source else None)
+        if fmt == "json":
+            return read_json_document(path, source.records_at if source else None, start.line)
         return read_jsonl(path, start.offset, start.line, follow=follow)
+
+    def file_format(self, path: Path) -> str:
+        source = self.config.source
+        if isinstance(source, FileSource):
+            return file_format(path, source.format, source.records_at)
+        return file_format(path)
 
     async def run_file(self, path: Path | None = None, follow: bool | None = None, from_start: bool = False,
                        stop: asyncio.Event | None = None) -> RunReport:
@@ -257,7 +266,7 @@ class Connector:
         path = Path(path).resolve()
         if not path.is_file():
             raise ValueError(f"connector {self.config.name}: no such file {path}")
-        fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+        fmt = self.file_format(path)
         follow = bool(follow if follow is not None else isinstance(source, FileSource) and source.follow)
         store = PositionStore(Path(self.settings.data_dir) / "connectors", self.config.name)
         position = None if from_start else store.load(path)
@@ -274,7 +283,7 @@ class Connector:
         if position is None:
             position = Position()
         else:
-            report.resumed_at = f"line {position.line}"
+            report.resumed_at = f"{'item' if fmt == 'json' else 'line'} {position.line}"
             if not position.clean and position.produced_from:
                 skip_ids = await self._ids_since(position.produced_from)
                 log.info("%s: the previous run was interrupted; %d of its records are on Kafka past the committed position",
@@ -356,5 +365,5 @@ def sample_records(connector: Connector, path: Path | None = None) -> tuple[Path
     path = Path(path).resolve() if path else sample_path(connector)
     if not path.is_file():
         raise ValueError(f"connector {connector.config.name}: no such file {path}")
-    fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    fmt = connector.file_format(path)
     return path, (r for r in connector._records(path, fmt, Position(), follow=False) if r is not None)

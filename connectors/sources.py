@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import ijson
+
 HEAD_BYTES = 4096  # how much of a file's start identifies it across restarts
 
 
@@ -65,6 +67,99 @@ def read_jsonl(path: Path, start_offset: int = 0, start_line: int = 0, follow: b
                 if not isinstance(record.value, dict):
                     record.error = f"expected a JSON object, got {type(record.value).__name__}"
             yield record
+
+
+class _CountingFile:
+    """A binary file that counts the bytes the parser has taken (a JSON document's records have no
+    offsets of their own; this one only marks how far the file was read, for the head digest)."""
+
+    def __init__(self, file):
+        self.file, self.taken = file, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.taken += len(data)
+        return data
+
+
+def _first_byte(path: Path) -> bytes:
+    with path.open("rb") as file:
+        while chunk := file.read(4096):
+            stripped = chunk.lstrip(b" \t\r\n\xef\xbb\xbf")
+            if stripped:
+                return stripped[:1]
+    return b""
+
+
+def _top_level_keys(path: Path) -> list[str]:
+    with path.open("rb") as file:
+        try:
+            return [value for prefix, event, value in ijson.parse(file) if prefix == "" and event == "map_key"]
+        except ijson.JSONError:
+            return []
+
+
+def read_json_document(path: Path, records_at: str | None = None, start_item: int = 0) -> Iterator[SourceRecord]:
+    """The records of one JSON document: the items of its top-level array, or of the array at records_at
+    (a dotted path such as data.tickets). Streamed (ijson): a large export is never loaded whole. Numbers
+    with a fraction come out as Decimal, so amounts stay exact. A record's position is its item number;
+    a resumed run skips the first start_item items. A syntax error ends the document: everything from
+    there on is one rejected record, since no later item can be trusted to start where it seems to."""
+    if records_at is None and _first_byte(path) == b"{":
+        keys = _top_level_keys(path)
+        arrays = ", ".join(keys) or "none readable"
+        yield SourceRecord("document", b"", error=f"the document is an object, not an array of records: set "
+                                                   f"source.records_at to the key holding them (its keys: {arrays})")
+        return
+    number = 0
+    with path.open("rb") as file:
+        counting = _CountingFile(file)
+        try:
+            for value in ijson.items(counting, f"{records_at}.item" if records_at else "item", use_float=False):
+                number += 1
+                if number <= start_item:
+                    continue
+                raw = json.dumps(value, default=str, ensure_ascii=False).encode()
+                record = SourceRecord(f"item {number}", raw, value, end_offset=counting.taken, end_line=number)
+                if not isinstance(value, dict):
+                    record.value, record.error = None, f"expected a JSON object, got {type(value).__name__}"
+                yield record
+        except ijson.JSONError as error:
+            reason = str(error).splitlines()[0]
+            yield SourceRecord(f"after item {number}", b"", error=f"not valid JSON from here to the end of the document "
+                                                                 f"({reason}); the items before it were read",
+                               end_offset=counting.taken, end_line=number)
+            return
+    if number == 0 and records_at is not None and not _has_array_at(path, records_at):
+        yield SourceRecord("document", b"", error=f"no array at records_at {records_at!r} "
+                                                   f"(top-level keys: {', '.join(_top_level_keys(path)) or 'none'})")
+
+
+def _has_array_at(path: Path, records_at: str) -> bool:
+    with path.open("rb") as file:
+        try:
+            return any(prefix == records_at and event == "start_array" for prefix, event, _ in ijson.parse(file))
+        except ijson.JSONError:
+            return False
+
+
+def file_format(path: Path, configured: str | None = None, records_at: str | None = None) -> str:
+    """csv, jsonl or json (one document): as configured, else from the file. A .json file is a document
+    when it starts with '[' or its first line is not a whole JSON value (a pretty-printed object), JSON Lines
+    otherwise; .csv is CSV; anything else JSON Lines."""
+    if configured:
+        return configured
+    if records_at:
+        return "json"
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix != ".json":
+        return "jsonl"
+    if _first_byte(path) == b"[":
+        return "json"
+    with path.open("rb") as file:
+        return "jsonl" if parse_json(file.readline().strip())[1] is None else "json"
 
 
 class _OffsetLines:

@@ -2,6 +2,7 @@
 the file, line and field named. No Kafka is touched."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,15 @@ def test_a_timestamp_format_that_cannot_parse_is_refused_when_the_config_loads(t
         load_connector_config(write(tmp_path, GOOD.replace("  occurred_at: at\n", f"  occurred_at: {{path: at, format: '{fmt}'}}\n")))
     assert ":10: fields.occurred_at: Value error, format" in str(error.value) and expected in str(error.value)
     load_connector_config(write(tmp_path, GOOD.replace("  occurred_at: at\n", "  occurred_at: {path: at, format: '%d/%m/%Y %H:%M'}\n")))
+
+
+def test_check_reads_a_json_document_export_at_its_configured_path(tmp_path):
+    (tmp_path / "returns.json").write_text(json.dumps({"exported": "2026-11-21", "returns": [
+        {"return_id": "RT-1", "at": "2026-11-21T10:00:00+01:00", "email": "a@x.com"},
+        {"return_id": "RT-2", "at": "yesterday", "email": "b@x.com"},
+        {"return_id": "RT-3", "at": "2026-11-21T11:00:00+01:00", "email": "c@x.com"}]}, indent=2))
+    config = write(tmp_path, GOOD.replace("  path: returns.jsonl\n", "  path: returns.json\n  format: json\n  records_at: returns\n"))
+    result = subprocess.run([sys.executable, "-m", "infra.cli", "connectors", "check", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "item 2: REJECTED: occurred_at" in result.stdout and "read 3 = accepted 2 + rejected 1" in result.stdout

@@ -1,7 +1,12 @@
 """File sources: exact byte offsets for resuming, CSV row grouping, partial lines, replaced files."""
 from __future__ import annotations
 
-from connectors.sources import Position, PositionStore, read_csv, read_jsonl
+import json
+from decimal import Decimal
+
+import pytest
+
+from connectors.sources import Position, PositionStore, file_format, read_csv, read_json_document, read_jsonl
 
 CSV = ('id;receipt;sku;note\n'
        '1;R1;A;plain\n'
@@ -54,3 +59,37 @@ def test_position_store_survives_appends_and_forgets_replaced_files(tmp_path):
     assert store.load(path) is None               # replaced (rotated): start over
     path.write_text('{"a"')
     assert store.load(path) is None               # shorter than the position: start over
+
+
+def test_a_json_document_is_streamed_item_by_item_from_the_top_or_a_configured_path(tmp_path):
+    top = tmp_path / "tickets.json"
+    top.write_text(json.dumps([{"id": 1, "amount": 12.10}, "oops", {"id": 3}], indent=2))
+    records = list(read_json_document(top))
+    assert [(r.position, r.value, r.error) for r in records] == [
+        ("item 1", {"id": 1, "amount": Decimal("12.10")}, None),            # amounts stay exact: no float
+        ("item 2", None, "expected a JSON object, got str"), ("item 3", {"id": 3}, None)]
+    assert [r.position for r in read_json_document(top, start_item=2)] == ["item 3"]   # a resumed run
+
+    nested = tmp_path / "crm.json"
+    nested.write_text(json.dumps({"meta": {"count": 2}, "data": {"tickets": [{"id": 1}, {"id": 2}]}}))
+    assert [r.value["id"] for r in read_json_document(nested, "data.tickets")] == [1, 2]
+    [unset] = read_json_document(nested)
+    assert "set source.records_at to the key holding them (its keys: meta, data)" in unset.error
+    [wrong] = read_json_document(nested, "data.ticket")
+    assert "no array at records_at 'data.ticket'" in wrong.error
+    assert list(read_json_document(nested, "data.tickets", start_item=2)) == []
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"id": 1}, {"id": 2}, {"id": ')
+    records = list(read_json_document(broken))
+    assert [r.value for r in records[:2]] == [{"id": 1}, {"id": 2}]
+    assert records[2].position == "after item 2" and "not valid JSON from here to the end" in records[2].error
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('[{"a": 1}]', "json"), ('{\n  "data": []\n}', "json"), ('{"a": 1}\n{"a": 2}\n', "jsonl")])
+def test_a_json_file_is_told_apart_from_json_lines(tmp_path, content, expected):
+    path = tmp_path / "export.json"
+    path.write_text(content)
+    assert file_format(path) == expected
+    assert file_format(path, configured="jsonl") == "jsonl" and file_format(tmp_path / "x.ndjson", records_at="d") == "json"
