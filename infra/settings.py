@@ -126,6 +126,10 @@ class StreamSettings(_Section):
 
 class IdentitySettings(_Section):
     default_region: str = Field(default="FR", pattern=r"^[A-Z]{2}$", description="phone numbers written without a country code are from here")
+    phone_fallback_regions: list[str] = Field(
+        default=["GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF"],
+        description="where a number written without a country code and invalid for default_region is tried next "
+                    "(France's overseas regions share its 0 trunk prefix); a number valid in exactly one is kept")
     blocked_values: list[str] = Field(default=["none@none.com", "noemail@noemail.com", "test@test.com", "anonymous", "null",
                                                "none", "n/a", "0000000000", "1234567890"],
                                       description="placeholders that never match (compared case-insensitively, raw and normalized)")

@@ -52,6 +52,7 @@ def event_identifiers(event: dict) -> list[dict]:
 @dataclass
 class IdentityRules:
     default_region: str = "FR"
+    phone_fallback_regions: tuple[str, ...] = ("GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF")
     blocked_values: tuple[str, ...] = ("none@none.com", "noemail@noemail.com", "test@test.com", "anonymous", "null",
                                        "none", "n/a", "0000000000", "+33000000000", "1234567890")
     matching_kinds: tuple[str, ...] = PRIORITY            # store terminals are context, never a match
@@ -124,7 +125,8 @@ class IdentityGraph:
 
     def resolve(self, event_id: str, raw_identifiers: list[dict], at: int | None = None) -> Resolution:
         """The customer of an event; at (epoch ms) is when it happened, for the shared-identifier window."""
-        identifiers, dropped = normalize_all(raw_identifiers, self.rules.default_region, self.blocked)
+        identifiers, dropped = normalize_all(raw_identifiers, self.rules.default_region, self.blocked,
+                                            self.rules.phone_fallback_regions)
         known = self.events.get(event_id)
         if known is not None:
             # A redelivered event keeps the customer id it was first published with, so every copy of it is the

@@ -28,7 +28,8 @@ PAYLOAD_FIELDS = ("lines", "shipping_cost_minor", "discount_minor", "campaign", 
 
 def identity_rules(settings: Settings) -> IdentityRules:
     s = settings.identity
-    return IdentityRules(default_region=s.default_region, blocked_values=tuple(s.blocked_values),
+    return IdentityRules(default_region=s.default_region, phone_fallback_regions=tuple(s.phone_fallback_regions),
+                         blocked_values=tuple(s.blocked_values),
                          exclusive_kinds=tuple(s.exclusive_kinds), shared_after=s.shared_after,
                          shared_window_days=s.shared_window_days,
                          max_identifiers=s.max_identifiers)

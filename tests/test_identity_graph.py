@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.identifiers import normalize_email, normalize_phone
+from streams.identifiers import normalize_email, normalize_phone, normalize_phone_noted
 from streams.identity import IdentityGraph, IdentityRules, customer_id_for, event_identifiers
 
 
@@ -22,9 +22,28 @@ def test_normalization_makes_one_person_s_identifiers_equal():
     assert normalize_email("a.lice+x@example.com") == "a.lice+x@example.com"
     forms = ["06 12 34 56 78", "0612345678", "+33 6 12 34 56 78", "+33612345678", "0033612345678"]
     assert {normalize_phone(f, "FR") for f in forms} == {"+33612345678"}
-    for bad in ("0000000000", "12", "phone"):
+    for bad in ("0000000000", "0700000000", "12", "phone"):
         with pytest.raises(ValueError):
-            normalize_phone(bad, "FR")
+            normalize_phone(bad, "FR", OVERSEAS)
+
+
+OVERSEAS = ("GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF")
+
+
+def test_a_plausible_phone_that_fails_strict_validation_still_matches_with_a_warning():
+    # French overseas mobiles typed at a till without their country code are invalid for FR
+    assert normalize_phone_noted("0690 12 34 56", "FR", OVERSEAS) == (
+        "+590690123456", "phone '0690 12 34 56' is not a valid FR number; matched as +590690123456")
+    assert normalize_phone("+590 690 12 34 56", "FR", OVERSEAS) == "+590690123456"   # the same person, typed in full
+    assert normalize_phone("0639 40 12 34", "FR", OVERSEAS) == "+262639401234"   # Mayotte (RE and YT share +262)
+    kept, note = normalize_phone_noted("0890 12 34 5", "FR", OVERSEAS)          # possible, valid nowhere near
+    assert kept.startswith("+33") and "fails strict validation but is a possible number" in note
+    g = graph()
+    first = g.resolve("e1", ids(("phone", "0690123456"), ("email", "lea@x.com")))
+    assert first.warnings == [("", "phone '0690123456' is not a valid FR number; matched as +590690123456")]
+    second = g.resolve("e2", ids(("phone", "+590690123456")))
+    assert second.customer_id == first.customer_id
+    assert not g.resolve("e3", ids(("phone", "0000000000"))).identifiers               # placeholders stay blocked
 
 
 def test_a_shared_identifier_merges_and_the_older_id_survives():
