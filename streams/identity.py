@@ -34,7 +34,8 @@ PRIORITY = ("loyalty_id", "web_account", "email", "phone", "social_handle", "ord
 UNLISTED_KINDS = ("order",)
 # A ticket or message naming an order number ("order_mention") joins the order's customer when
 # nothing stronger says otherwise, and claims an order not seen yet (the order event then joins
-# them), but a mention never merges two customers already known apart.
+# them if its buyer is not known yet, else takes the order back), but a mention never merges two
+# customers already known apart, whichever arrives first.
 MENTION_KIND = "order_mention"
 
 
@@ -165,6 +166,13 @@ class IdentityGraph:
             if identifier.key in mentions and owner is not None:
                 result.warnings.append((identifier.key, f"names an order of {owner} but the event is {target}'s: "
                                                         "a mention does not merge customers"))
+                continue
+            if identifier.key in own_orders and owner is not None:
+                # Only a mention can have claimed an order before it arrived; the buyer's own identifiers
+                # say whose it is, and the claim does not merge the two.
+                self.owners[identifier.key] = target
+                result.warnings.append((identifier.key, f"was claimed by a mention from {owner} before it arrived; "
+                                                        f"it is {target}'s order: a mention does not merge customers"))
                 continue
             if owner is None:
                 reason = self._attach_refusal(target, identifier)

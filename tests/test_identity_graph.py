@@ -109,6 +109,32 @@ def test_an_order_mention_joins_the_buyer_but_never_merges_two_known_customers()
     assert any("does not merge" in reason for _, reason in again.warnings)
 
 
+def order_event(event_id: str, order_id: str, *pairs) -> list[dict]:
+    return event_identifiers({"channel": "web", "event_type": "order", "source_id": order_id, "identifiers": ids(*pairs)})
+
+
+def mention_event(handle: str, order_id: str) -> list[dict]:
+    return event_identifiers({"channel": "social", "event_type": "social_post", "source_id": f"fb:{handle}",
+                              "related_order_id": order_id, "identifiers": ids(("social_handle", handle))})
+
+
+def test_a_mention_arriving_before_its_order_never_merges_two_known_customers():
+    g = graph()
+    buyer = g.resolve("o0", order_event("o0", "W-0", ("email", "a@x.com"))).customer_id
+    bob = g.resolve("s1", mention_event("bob", "W-1"))      # names an order not seen yet: claims it
+    assert not bob.merges and bob.customer_id != buyer
+    order = g.resolve("o1", order_event("o1", "W-1", ("email", "a@x.com")))   # ...which is a's, known by email
+    assert order.customer_id == buyer and not order.merges
+    assert any("claimed by a mention" in reason for _, reason in order.warnings)
+    assert g.owner("order:W-1") == buyer
+    later = g.resolve("s2", mention_event("carol", "W-1"))  # someone new naming it now joins its buyer
+    assert later.customer_id == buyer and not later.merges
+    assert g.current(bob.customer_id) == bob.customer_id     # bob was never merged into anyone
+    # a buyer nobody knew yet is who claimed the order: the order joins them (the only evidence there is)
+    dave = g.resolve("s3", mention_event("dave", "W-2")).customer_id
+    assert g.resolve("o2", order_event("o2", "W-2", ("email", "d@x.com"))).customer_id == dave
+
+
 def test_split_separates_for_good_and_redelivery_changes_nothing():
     g = graph()
     a = g.resolve("e1", ids(("email", "a@x.com"), ("phone", "0612345678"))).customer_id
