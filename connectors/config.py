@@ -54,6 +54,11 @@ class ValueSpec(_Strict):
     path: str | None = Field(default=None, description="dotted path into the record (nested JSON), or a CSV column")
     const: Any = Field(default=None, description="a constant instead of a path")
     join: list[str] | None = Field(default=None, description="paths whose values are joined with sep")
+    derive: Literal["lines"] | None = Field(default=None, description="money: computed instead of read; lines = the sum of "
+                                            "quantity x unit_price_minor over the mapped lines (a receipt without a total)")
+    plus: list[str] = Field(default_factory=list, description="money: source paths added (e.g. shipping the customer paid, "
+                                                              "when the source's total leaves it out); missing counts as 0")
+    minus: list[str] = Field(default_factory=list, description="money: source paths subtracted (e.g. a discount); missing counts as 0")
     sep: str = ":"
     type: Literal["string", "int", "decimal", "money", "timestamp", "bool", "list"] | None = Field(
         default=None, description="coercion; inferred from the target schema field when omitted")
@@ -78,9 +83,11 @@ class ValueSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "ValueSpec":
-        given = [name for name in ("path", "const", "join") if getattr(self, name) is not None]
+        given = [name for name in ("path", "const", "join", "derive") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of path, const or join (got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of path, const, join or derive (got {', '.join(given) or 'none'})")
+        if (self.derive or self.plus or self.minus) and self.type not in (None, "money"):
+            raise ValueError("derive, plus and minus compute money: they need type money (or none)")
         if self.timezone is not None:
             from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -242,6 +249,12 @@ def _check_against_schema(data: dict) -> list[tuple[tuple, str]]:
         for name, field in fields.items():
             if name not in COMPUTED_FIELDS and not _nullable(field) and name not in mapped:
                 problems.append((("fields",), f"schema {schema_name} requires '{name}'"))
+    for name, spec in mapped.items():
+        if name in fields and isinstance(spec, dict) and (spec.get("derive") or spec.get("plus") or spec.get("minus")):
+            if not name.endswith("_minor"):
+                problems.append((("fields", name), "derive, plus and minus apply to money fields (*_minor) only"))
+            elif spec.get("derive") == "lines" and "lines" not in mapped:
+                problems.append((("fields", name, "derive"), "derive: lines needs the lines field mapped"))
     if data.get("key", "source_id") not in fields:
         problems.append((("key",), f"not a field of schema {schema_name}"))
     return problems
@@ -264,6 +277,25 @@ def _duplicate_keys(node: yaml.Node | None, loc: tuple = ()) -> list[tuple[int, 
         for index, item in enumerate(node.value):
             found.extend(_duplicate_keys(item, (*loc, index)))
     return found
+
+
+REVENUE_EVENT_TYPES = ("order", "receipt")   # what the reports count as revenue (sinks/sql/queries)
+
+
+def revenue_warnings(config: ConnectorConfig) -> list[str]:
+    """Warnings for a config whose revenue-carrying events would have no amount: every report would show
+    their revenue as 0, and nothing else would say why."""
+    if "total_minor" in config.fields:
+        return []
+    spec = config.fields.get("event_type")
+    if spec is None:
+        return []
+    possible = {spec.const} if spec.const is not None else set((spec.values or {}).values()) or {spec.default}
+    carrying = sorted(t for t in possible if t in REVENUE_EVENT_TYPES)   # read as is from the source: checked per record
+    if not carrying:
+        return []
+    return [f"event type {', '.join(carrying)} carries revenue but total_minor is not mapped: these events will count "
+            f"0 in every revenue report; map the total, or derive it from the lines (total_minor: {{derive: lines}})"]
 
 
 def load_connector_config(path: str | Path) -> ConnectorConfig:

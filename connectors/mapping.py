@@ -298,6 +298,43 @@ def compile_value(name: str, spec: ValueSpec, field: dict | None = None) -> Call
     return mapped
 
 
+def _adjustments(name: str, spec: ValueSpec) -> Callable[[Any], int] | None:
+    """plus and minus: source amounts added to or taken from a money value (missing ones count as 0)."""
+    if not spec.plus and not spec.minus:
+        return None
+    terms = [(sign, compile_value(f"{name} ({'+' if sign > 0 else '-'}{path})",
+                                  ValueSpec(path=path, type="money", amount=spec.amount,
+                                            decimal_separator=spec.decimal_separator, required=False)))
+             for sign, paths in ((1, spec.plus), (-1, spec.minus)) for path in paths]
+    return lambda record: sum(sign * (mapper(record) or 0) for sign, mapper in terms)
+
+
+def compile_money(name: str, spec: ValueSpec, field: dict | None) -> Callable[[Any, dict], Any]:
+    """A money field that may be derived from the mapped event (derive: lines) and adjusted by plus/minus:
+    (source record, event mapped so far) -> minor units."""
+    adjust = _adjustments(name, spec)
+    required = spec.required if spec.required is not None else _is_required(field)
+    if spec.derive == "lines":
+        def base(record: Any, event: dict) -> int | None:
+            lines = event.get("lines") or []
+            return sum(line["quantity"] * line["unit_price_minor"] for line in lines) if lines else None
+    else:
+        read = compile_value(name, spec, field)
+
+        def base(record: Any, event: dict) -> int | None:
+            return read(record)
+
+    def value(record: Any, event: dict) -> int | None:
+        amount = base(record, event)
+        if amount is None:
+            if required:
+                raise MappingError(f"{name} (derived from {spec.derive}): missing" if spec.derive else f"{name}: missing")
+            return None
+        return amount + adjust(record) if adjust is not None else amount
+
+    return value
+
+
 def _attribute_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -312,7 +349,11 @@ class RecordMapper:
     def __init__(self, config: ConnectorConfig):
         self.config = config
         fields = {f["name"]: f for f in schema_json(config.schema_name)["fields"]}
-        self.fields = [(name, compile_value(name, spec, fields.get(name))) for name, spec in config.fields.items()]
+        computed = {name for name, spec in config.fields.items() if spec.derive or spec.plus or spec.minus}
+        self.fields = [(name, compile_value(name, spec, fields.get(name))) for name, spec in config.fields.items()
+                       if name not in computed]
+        # after the others: a derived amount reads the mapped lines
+        self.computed = [(name, compile_money(name, config.fields[name], fields.get(name))) for name in computed]
         self.attributes = [(name, compile_value(f"attributes.{name}", spec)) for name, spec in config.attributes.items()]
         self.identifiers = []
         for spec in config.identifiers:
@@ -332,6 +373,8 @@ class RecordMapper:
         event = dict(self.template)
         for name, mapper in self.fields:
             event[name] = mapper(record)
+        for name, money in self.computed:
+            event[name] = money(record, event)
         event["attributes"] = {name: _attribute_text(value) for name, mapper in self.attributes
                                if (value := mapper(record)) is not None}
         identifiers = []

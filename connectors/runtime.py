@@ -22,7 +22,7 @@ from typing import Container, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from connectors.config import ConnectorConfig, FileSource, WebhookSource, load_connector_config, resolve
+from connectors.config import ConnectorConfig, FileSource, WebhookSource, load_connector_config, resolve, revenue_warnings
 from connectors.mapping import MappingError, RecordMapper
 from connectors.sources import (HEAD_BYTES, Position, PositionStore, SourceRecord, file_format, head_digest, read_csv,
                                 read_json_document, read_jsonl)
@@ -271,6 +271,8 @@ class Connector:
         store = PositionStore(Path(self.settings.data_dir) / "connectors", self.config.name)
         position = None if from_start else store.load(path)
         report = RunReport(self.config.name, str(path))
+        for warning in revenue_warnings(self.config):
+            log.warning("%s: %s", self.config.name, warning)
         this_broker = await asyncio.to_thread(broker_id, self.bootstrap)
         if position is not None and position.broker and position.broker != this_broker:
             # The records before the committed position went to a broker that is not this one (or that lost

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -254,15 +255,25 @@ def connectors_check(ctx: click.Context, config: str, sample: str | None, show: 
     if not re.search(pattern, connector.config.topic):
         click.echo(f"warning: topic {connector.config.topic} does not match topics.channel_pattern {pattern!r}: "
                    "streams/ will not read it", err=True)
+    from connectors.config import REVENUE_EVENT_TYPES, revenue_warnings
+
+    for warning in revenue_warnings(connector.config):
+        click.echo(f"warning: {warning}", err=True)
     accepted = rejected = 0
+    without_amount = Counter()
     for record, event, reason in connector.preview(records):
         if reason is None:
             accepted += 1
+            if event["event_type"] in REVENUE_EVENT_TYPES and event.get("total_minor") is None:
+                without_amount[event["event_type"]] += 1
             if accepted <= show:
                 click.echo(f"{record.position}: accepted\n  " + json.dumps(event, default=str, ensure_ascii=False))
         else:
             rejected += 1
             click.echo(f"{record.position}: REJECTED: {reason}")
+    for event_type, count in sorted(without_amount.items()):
+        click.echo(f"warning: {count} accepted {event_type} record(s) have no total_minor: they count 0 in every "
+                   "revenue report", err=True)
     click.echo(f"{connector.config.name}: config OK; {path}: read {accepted + rejected} = accepted {accepted} + rejected {rejected}")
     if strict and rejected:
         ctx.exit(1)
@@ -277,10 +288,10 @@ async def _run_connectors(settings: Settings, bootstrap: str, configs: list, sto
     for connector in configs:
         path = source
         if source_dir is not None:
-            candidates = [source_dir / f"{connector.config.name}.{suffix}" for suffix in ("jsonl", "csv")]
+            candidates = [source_dir / f"{connector.config.name}.{suffix}" for suffix in ("jsonl", "csv", "json")]
             path = next((c for c in candidates if c.is_file()), None)
             if path is None:
-                click.echo(f"{connector.config.name}: no {connector.config.name}.jsonl or .csv in {source_dir}, skipped")
+                click.echo(f"{connector.config.name}: no {connector.config.name}.jsonl, .csv or .json in {source_dir}, skipped")
                 continue
         runs.append(run_connector(settings, bootstrap, connector.config_path, path, from_start=from_start,
                                   follow=follow, stop=stop))
@@ -296,7 +307,7 @@ async def _run_connectors(settings: Settings, bootstrap: str, configs: list, sto
 @click.option("--source", type=click.Path(exists=True, dir_okay=False),
               help="read this file instead of the config's source (replays a file through a webhook connector's mapping)")
 @click.option("--source-dir", type=click.Path(exists=True, file_okay=False),
-              help="read <name>.jsonl or <name>.csv from this folder for each connector (what `omnihub generate` writes)")
+              help="read <name>.jsonl, <name>.csv or <name>.json from this folder for each connector (what `omnihub generate` writes)")
 @click.option("--from-start", is_flag=True, help="ignore the committed position and read files from their start")
 @click.option("--follow/--no-follow", default=None, help="keep reading JSON Lines files as they grow (default: the config's)")
 @click.pass_context

@@ -87,7 +87,7 @@ def test_a_minimal_config_loads(tmp_path):
     (("  occurred_at: at\n", ""), "fields: schema channel_event requires 'occurred_at'"),
     (("  - {kind: email, path: email}\n", "  - {kind: fax, path: fax}\n"), ":12: identifiers.0.kind: Input should be"),
     (("  - {kind: email, path: email}\n", "  - {kind: social_handle, path: handle}\n"), ":12: identifiers.0: Value error, a social_handle needs its platform"),
-    (("  source_id: return_id\n", "  source_id: {path: a, const: b}\n"), ":9: fields.source_id: Value error, give exactly one of path, const or join"),
+    (("  source_id: return_id\n", "  source_id: {path: a, const: b}\n"), ":9: fields.source_id: Value error, give exactly one of path, const, join or derive"),
     (("  type: file\n", "  type: ftp\n"), ":5: source: Input tag 'ftp' found using 'type' does not match"),
     (("  event_type: {const: return}\n", "  event_type: {const: return\n"), ":9: not valid YAML"),
     (("  source_id: return_id\n", "  source_id: return_id\n  event_id: id\n"), ":10: fields.event_id: filled by the connector runtime"),
@@ -154,3 +154,38 @@ def test_check_reads_a_json_document_export_at_its_configured_path(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "item 2: REJECTED: occurred_at" in result.stdout and "read 3 = accepted 2 + rejected 1" in result.stdout
+
+
+TILL = """\
+name: till
+channel: store
+topic: channel.till
+source: {type: file, path: till.csv, delimiter: ";", group_rows_by: ticket}
+fields:
+  event_type: {const: receipt}
+  source_id: ticket
+  occurred_at: {path: date, format: "%d/%m/%Y %H:%M", timezone: Europe/Paris}
+  lines: {path: rows, each: {sku: article, quantity: qte, unit_price_minor: {path: pu, decimal_separator: ","}}}
+identifiers:
+  - {kind: loyalty_id, path: carte}
+"""
+
+
+def test_check_warns_when_receipts_carry_no_amount_and_a_derived_total_fills_it(tmp_path):
+    (tmp_path / "till.csv").write_text("ticket;date;article;qte;pu;carte\n"
+                                       "T1;20/11/2026 10:00;A;2;10,05;C1\nT1;20/11/2026 10:00;B;1;0,99;C1\n"
+                                       "T2;20/11/2026 11:00;A;1;10,05;\n")
+
+    def check(text: str):
+        config = tmp_path / "till.yaml"
+        config.write_text(text)
+        return subprocess.run([sys.executable, "-m", "infra.cli", "connectors", "check", str(config), "--show", "2"],
+                              capture_output=True, text=True, timeout=60)
+
+    bare = check(TILL)
+    assert bare.returncode == 0, bare.stderr
+    assert "event type receipt carries revenue but total_minor is not mapped" in bare.stderr
+    assert "2 accepted receipt record(s) have no total_minor" in bare.stderr
+    derived = check(TILL.replace("  lines:", "  total_minor: {derive: lines}\n  lines:"))
+    assert derived.returncode == 0 and "warning" not in derived.stderr, derived.stderr
+    assert '"total_minor": 2109' in derived.stdout and '"total_minor": 1005' in derived.stdout

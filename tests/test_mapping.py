@@ -106,3 +106,40 @@ def test_attributes_are_text_and_a_nested_object_is_not_a_value():
     assert m.map(RECORD | {"cart": "yes", "n": "7"})["attributes"] == {"cart": "true", "n": "7"}
     with pytest.raises(MappingError, match="attributes.o \\(from o\\): expected a single value"):
         m.map(RECORD | {"o": {"deep": 1}})
+
+
+LINES = "lines: {path: rows, each: {sku: sku, quantity: qty, unit_price_minor: {path: price, decimal_separator: ','}}}"
+ROWS = [{"sku": "A", "qty": "2", "price": "10,05"}, {"sku": "B", "qty": "1", "price": "0,99"}]
+
+
+def test_a_receipt_without_a_total_gets_one_derived_from_its_lines():
+    m = mapper("{total_minor: {derive: lines, minus: [voucher], decimal_separator: ','}, " + LINES + "}")
+    assert m.map(RECORD | {"rows": ROWS})["total_minor"] == 2 * 1005 + 99
+    assert m.map(RECORD | {"rows": ROWS, "voucher": "1,00"})["total_minor"] == 2 * 1005 + 99 - 100
+
+
+def test_a_total_that_leaves_shipping_out_maps_as_cleanly_as_one_that_includes_it():
+    excludes = mapper("{total_minor: {path: goods_total, plus: [shipping]}, shipping_cost_minor: shipping}")
+    includes = mapper("{total_minor: total, shipping_cost_minor: shipping}")
+    a = excludes.map(RECORD | {"goods_total": "100.00", "shipping": "4.90"})
+    b = includes.map(RECORD | {"total": "104.90", "shipping": "4.90"})
+    assert (a["total_minor"], a["shipping_cost_minor"]) == (b["total_minor"], b["shipping_cost_minor"]) == (10490, 490)
+    assert excludes.map(RECORD | {"goods_total": "100.00"})["total_minor"] == 10000   # no shipping: nothing added
+    assert excludes.map(RECORD)["total_minor"] is None                                  # no total: none made up
+
+
+def test_a_derived_total_needs_lines_and_a_money_field(tmp_path):
+    from connectors.config import ConfigError, load_connector_config, revenue_warnings
+
+    base = "name: t\nchannel: store\ntopic: channel.t\nsource: {type: file, path: x.csv}\nfields:\n" \
+           "  event_type: {const: receipt}\n  source_id: id\n  occurred_at: at\n"
+    path = tmp_path / "c.yaml"
+    path.write_text(base + "  total_minor: {derive: lines}\n  campaign: {path: c, plus: [d]}\n")
+    with pytest.raises(ConfigError) as error:
+        load_connector_config(path)
+    assert "total_minor.derive: derive: lines needs the lines field mapped" in str(error.value)
+    assert "campaign: derive, plus and minus apply to money fields" in str(error.value)
+    path.write_text(base)
+    assert "event type receipt carries revenue but total_minor is not mapped" in revenue_warnings(load_connector_config(path))[0]
+    path.write_text(base + "  total_minor: total\n")
+    assert revenue_warnings(load_connector_config(path)) == []
