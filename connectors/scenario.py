@@ -6,9 +6,11 @@ the product catalogue and campaigns (costs for finance), and the ground truth fo
 which person is behind each event (ground_truth.csv) and who the people are (people.csv).
 
 The data is messy the way real data is: emails with capitals and spaces, phones in national and
-international forms, placeholder values ("none@none.com", "0000000000") typed for customers who
-would not give theirs, every receipt carrying its shared store terminal, a family sharing a phone,
-the brand's own social account, anonymous app sessions, and a share of malformed records.
+international forms (overseas mobiles typed without their country code), placeholder values
+("none@none.com", "0000000000") typed for customers who would not give theirs, every receipt carrying
+its shared store terminal, tills that export no receipt total, a family sharing a phone, the brand's own
+social account, messages naming a relative's order (sometimes before that order arrives), anonymous app
+sessions, a returns portal exporting one JSON document, and a share of malformed records.
 """
 from __future__ import annotations
 
@@ -29,8 +31,16 @@ BRAND_HANDLE = "omnishop_official"
 PLACEHOLDER_EMAIL, PLACEHOLDER_PHONE = "none@none.com", "0000000000"
 
 # Share of events per channel (connector name), and share of each channel's events pulled into the TV spike.
-CHANNEL_SHARE = {"app-sessions": 0.38, "web-orders": 0.27, "store-sales": 0.20, "support-tickets": 0.08, "social-messages": 0.07}
-SPIKE_SHARE = {"app-sessions": 0.30, "web-orders": 0.20, "store-sales": 0.0, "support-tickets": 0.05, "social-messages": 0.15}
+CHANNEL_SHARE = {"app-sessions": 0.36, "web-orders": 0.27, "store-sales": 0.20, "support-tickets": 0.08, "social-messages": 0.07,
+                 "returns": 0.02}
+SPIKE_SHARE = {"app-sessions": 0.30, "web-orders": 0.20, "store-sales": 0.0, "support-tickets": 0.05, "social-messages": 0.15,
+               "returns": 0.0}
+CHANNELS = {"web-orders": "web", "store-sales": "store", "support-tickets": "support", "social-messages": "social",
+            "app-sessions": "app", "returns": "returns"}
+# Mobile prefixes of France's overseas regions (E.164 without +): dialled in France as 0690..., 0696..., 0692...
+OVERSEAS_MOBILES = ("590690", "596696", "262692")
+STORES_WITHOUT_TOTALS = ("MRS-01", "MRS-02")      # an older till model: lines only, no receipt total
+RETURN_REASONS = ["too small", "arrived damaged", "changed my mind", "not as described", "wrong item sent"]
 # Relative traffic per local hour 0..23: quiet nights, lunch and evening peaks.
 HOURLY = [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 4, 5, 6, 7, 6, 5, 5, 6, 7, 8, 9, 10, 9, 6, 3]
 STORE_HOURS = range(9, 21)
@@ -94,6 +104,8 @@ class Scenario:
             total += person.weight * (3 if person.best else 1)
             self.cumulative.append(total)
         self.catalogue = self._catalogue()
+        self.orders_so_far = 0
+        self.order_times: dict[str, datetime] = {}
 
     # --- people and products --------------------------------------------------------------
 
@@ -103,6 +115,8 @@ class Scenario:
         email = f"{first}.{last}{i}@{rng.choice(DOMAINS)}"
         # distinct per person, deterministic, and a valid French mobile number (06 1x.. to 06 8x..)
         phone = f"336{rng.choice('1245678')}{i * 7919 % 10_000_000:07d}"
+        if rng.random() < 0.03:  # lives overseas: a mobile that is not a valid number for FR when typed as 06...
+            phone = f"{rng.choice(OVERSEAS_MOBILES)}{i * 7919 % 1_000_000:06d}"
         person = Person(id=f"P{i:07d}", first=first, last=last, email=email, phone=phone,
                         account=f"A-{i:07d}" if rng.random() < 0.7 else None,
                         loyalty=f"LC-{i:08d}" if rng.random() < 0.5 else None,
@@ -137,17 +151,19 @@ class Scenario:
         return email
 
     def _messy_phone(self, phone: str) -> str:
-        national = "0" + phone[2:]
+        code = phone[:3] if phone.startswith(("590", "596", "262")) else phone[:2]
+        national = "0" + phone[len(code):]
         form = self.rng.randrange(5)
         if form == 0:
             return " ".join(national[i:i + 2] for i in range(0, 10, 2))          # 06 12 34 56 78
         if form == 1:
             return national                                                     # 0612345678
         if form == 2:
-            return "+33 " + phone[2] + " " + " ".join(phone[i:i + 2] for i in range(3, 11, 2))  # +33 6 12 34 56 78
+            rest = phone[len(code):]
+            return f"+{code} {rest[0]} " + " ".join(rest[i:i + 2] for i in range(1, 9, 2))  # +33 6 12 34 56 78
         if form == 3:
             return "+" + phone                                                  # +33612345678
-        return "0033" + phone[2:]                                               # 0033612345678
+        return "00" + phone                                                     # 0033612345678
 
     def _moment(self, channel: str) -> datetime:
         rng = self.rng
@@ -177,6 +193,8 @@ class Scenario:
         discount = round(subtotal * 0.15, 2) if in_promo else 0.0
         order_id = f"W-{n + 1:08d}"
         person.orders.append(order_id)
+        self.orders_so_far = n + 1
+        self.order_times[order_id] = moment
         customer = {"email": self._messy_email(person.email)}
         if person.account:
             customer["account_id"] = person.account
@@ -213,11 +231,17 @@ class Scenario:
         receipt = f"R-{n + 1:09d}"
         terminal, payment = f"T{rng.randrange(1, 7)}", rng.choice(["CB", "CB", "CB", "ESP", "CHQ", "CADEAU"])
         sold_at, total = moment.strftime("%Y-%m-%d %H:%M:%S"), f"{subtotal:.2f}".replace(".", ",")
+        if store in STORES_WITHOUT_TOTALS:
+            total = ""
         for line in lines:  # one row per receipt line, as tills export them
             writer.writerow([store, terminal, receipt, sold_at, loyalty, phone, email, line["sku"], line["qty"],
                              f"{line['unit_price']:.2f}".replace(".", ","), f"{line['unit_cost']:.2f}".replace(".", ","),
                              total, payment, "EUR"])
         return (f"{store}:{receipt}", person.id if known else "")
+
+    def _placed_before(self, person: Person, moment: datetime) -> list[str]:
+        """The person's orders placed before this moment: what they can write about."""
+        return [o for o in person.orders if self.order_times[o] < moment]
 
     def ticket(self, n: int) -> tuple[list[str], str]:
         rng, person = self.rng, self._customer()
@@ -229,7 +253,8 @@ class Scenario:
                      "chat": {"email": self._messy_email(person.email)},
                      "facebook": {"social": {"platform": "facebook", "handle": person.handles.get("facebook")}}}[via]
         moment = self._moment("support-tickets")
-        order = rng.choice(person.orders) if person.orders and rng.random() < 0.6 else None
+        placed = self._placed_before(person, moment)
+        order = rng.choice(placed) if placed and rng.random() < 0.6 else None
         subject = rng.choice(SUBJECTS)
         updates = []
         for update, status in enumerate(["new", "open", "solved"][: rng.randint(1, 3)], start=1):
@@ -252,8 +277,12 @@ class Scenario:
                       "created_time": int(moment.timestamp())}
             return _dumps(record), ""
         platform = rng.choice(platforms)
-        templates = SOCIAL_TEXTS if person.orders else [t for t in SOCIAL_TEXTS if "{order}" not in t]
-        text = rng.choice(templates).format(order=rng.choice(person.orders) if person.orders else "")
+        placed = self._placed_before(person, moment)
+        templates = SOCIAL_TEXTS if placed else [t for t in SOCIAL_TEXTS if "{order}" not in t]
+        order = rng.choice(placed) if placed else ""
+        if rng.random() < 0.05 and self.orders_so_far:   # a relative's order: not this person's, maybe not placed yet
+            order = f"W-{rng.randrange(1, self.orders_so_far + 1):08d}"
+        text = rng.choice(templates).format(order=order)
         record = {"id": f"{platform[:2]}_{n + 1}", "platform": platform,
                   "type": rng.choices(["post", "comment", "dm"], weights=[5, 3, 2])[0],
                   "author": {"handle": person.handles[platform], "name": f"{person.first.title()} {person.last[0].upper()}."},
@@ -273,19 +302,40 @@ class Scenario:
                   "added_to_cart": rng.random() < 0.2}
         return _dumps(record), person.id if signed_in else ""
 
+    def return_request(self, n: int) -> tuple[dict, str]:
+        """A return of one of the person's orders, from the returns portal (a JSON document export)."""
+        rng = self.rng
+        person = self._customer()
+        for _ in range(20):
+            if person.orders:
+                break
+            person = self._customer()
+        customer = {"email": self._messy_email(person.email)}
+        if rng.random() < 0.6:
+            customer["phone"] = self._messy_phone(person.phone)
+        moment = self._moment("returns")
+        placed = self._placed_before(person, moment)
+        return {"return_id": f"RT-{n + 1:08d}", "requested_at": moment.isoformat(timespec="seconds"),
+                "order_ref": rng.choice(placed) if placed else None, "customer": customer,
+                "reason": rng.choice(RETURN_REASONS), "refund": f"{rng.randrange(500, 50_000) / 100:.2f}",
+                "currency": "EUR"}, person.id
+
     # --- malformed records ----------------------------------------------------------------
 
     def _malformed_json(self, line: str) -> str:
-        kind = self.rng.randrange(3)
-        if kind == 0:
+        if self.rng.randrange(3) == 0:
             return line[: len(line) // 2]                             # truncated write
+        return self._malformed_record(line)
+
+    def _malformed_record(self, line: str) -> str:
+        """Valid JSON, wrong record: no date, or no id."""
         record = json.loads(line)
-        if kind == 1:
-            for key in ("created_at", "updated_at", "created_time", "started_at_ms"):
+        if self.rng.randrange(2) == 0:
+            for key in ("created_at", "updated_at", "created_time", "started_at_ms", "requested_at"):
                 if key in record:
                     record[key] = "not-a-date"
         else:
-            for key in ("order_id", "ticket_id", "id", "session_id"):
+            for key in ("order_id", "ticket_id", "id", "session_id", "return_id"):
                 record.pop(key, None)                                  # no id
         return _dumps(record)
 
@@ -320,9 +370,24 @@ class Scenario:
             "expected_extra_visitors": int(self.events * 0.05)}], indent=1))
 
     def _write_channel(self, name: str, count: int, out: Path, truth) -> dict:
-        channel = {"web-orders": "web", "store-sales": "store", "support-tickets": "support",
-                   "social-messages": "social", "app-sessions": "app"}[name]
+        channel = CHANNELS[name]
         records = malformed = 0
+        if name == "returns":  # one JSON document, written as it goes: {"exported_at": ..., "returns": [...]}
+            path = out / f"{name}.json"
+            with path.open("w") as file:
+                file.write(f'{{"exported_at": "{(DAY + timedelta(days=1)).isoformat()}", "returns": [\n')
+                for n in range(count):
+                    record, person = self.return_request(n)
+                    line = _dumps(record)
+                    if self.rng.random() < self.malformed_rate:
+                        line = self._malformed_record(line)   # a bad record, but the document stays valid JSON
+                        malformed += 1
+                    else:
+                        truth.writerow([channel, record["return_id"], person])
+                        records += 1
+                    file.write(line + (",\n" if n < count - 1 else "\n"))
+                file.write("]}\n")
+            return {"file": path.name, "records": records + malformed, "valid": records, "malformed": malformed}
         if name == "store-sales":
             path = out / f"{name}.csv"
             with path.open("w", newline="") as file:
@@ -373,9 +438,9 @@ class Scenario:
         return {"file": path.name, "records": records + malformed, "valid": records, "malformed": malformed}
 
 
-# Two groups, one process each (the machines have 2 cores). Tickets and social messages mention
+# Two groups, one process each (the machines have 2 cores). Tickets, social messages and returns name
 # orders, so they follow the web orders in the same process.
-PROCESS_GROUPS = [["web-orders", "support-tickets", "social-messages"], ["store-sales", "app-sessions"]]
+PROCESS_GROUPS = [["web-orders", "support-tickets", "social-messages", "returns"], ["store-sales", "app-sessions"]]
 
 
 def _write_group(customers: int, events: int, seed: int, malformed_rate: float, names: list[str], out: str) -> dict:

@@ -33,9 +33,8 @@ PRIORITY = ("loyalty_id", "web_account", "email", "phone", "social_handle", "ord
 # An order belongs to whoever placed it, but is not one of their identifiers (no cap, no split).
 UNLISTED_KINDS = ("order",)
 # A ticket or message naming an order number ("order_mention") joins the order's customer when
-# nothing stronger says otherwise, and claims an order not seen yet (the order event then joins
-# them if its buyer is not known yet, else takes the order back), but a mention never merges two
-# customers already known apart, whichever arrives first.
+# nothing stronger says otherwise; a mention of an order not seen yet claims nothing (it may name a
+# relative's order), so a mention never merges two customers, whichever arrives first.
 MENTION_KIND = "order_mention"
 
 
@@ -139,7 +138,10 @@ class IdentityGraph:
         identifiers = list(dict.fromkeys(identifiers))
         result = Resolution("", identifiers)
         result.warnings.extend(("", reason) for reason in dropped)
-        matching = sorted((i for i in identifiers if i.kind in self.rules.matching_kinds and not self.is_shared(i.key)),
+        # A mention of an order not seen yet claims nothing: it may be a relative's order, whose buyer's own
+        # identifiers will say whose it is when it arrives.
+        matching = sorted((i for i in identifiers if i.kind in self.rules.matching_kinds and not self.is_shared(i.key)
+                           and not (i.key in mentions and self.owner(i.key) is None)),
                           key=lambda i: self.rank.get(i.kind, len(PRIORITY)))
         if not matching:  # anonymous: nothing to match on, a customer of its own
             result.customer_id = customer_id_for(f"event:{event_id}")
@@ -168,8 +170,8 @@ class IdentityGraph:
                                                         "a mention does not merge customers"))
                 continue
             if identifier.key in own_orders and owner is not None:
-                # Only a mention can have claimed an order before it arrived; the buyer's own identifiers
-                # say whose it is, and the claim does not merge the two.
+                # An order claimed by a mention before it arrived (state written before mentions stopped
+                # claiming): the buyer's own identifiers say whose it is, and the claim merges nobody.
                 self.owners[identifier.key] = target
                 result.warnings.append((identifier.key, f"was claimed by a mention from {owner} before it arrived; "
                                                         f"it is {target}'s order: a mention does not merge customers"))

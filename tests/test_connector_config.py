@@ -1,4 +1,4 @@
-"""Connector configs: the bundled five pass `check` on their samples; a wrong config is refused with
+"""Connector configs: the bundled six pass `check` on their samples; a wrong config is refused with
 the file, line and field named. No Kafka is touched."""
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ SAMPLE_REJECTIONS = {
     "support-tickets": ["no customer identifier", "unexpected value 'fax'", "unexpected value 'escalated'"],
     "social-messages": ["unexpected value 'retweet'", "no customer identifier", "not an epoch timestamp"],
     "app-sessions": ["unexpected value 'windows-phone'", "is below the minimum 0"],
+    "returns": ["not an ISO 8601 timestamp", "no customer identifier"],
 }
 
 
-def test_five_channels_are_bundled_on_the_channel_pattern():
+def test_six_channels_are_bundled_on_the_channel_pattern():
     assert set(BUNDLED) == set(SAMPLE_REJECTIONS)
     configs = [load_connector_config(path) for path in BUNDLED.values()]
     assert {c.source.type for c in configs} == {"file", "webhook"}

@@ -121,18 +121,31 @@ def mention_event(handle: str, order_id: str) -> list[dict]:
 def test_a_mention_arriving_before_its_order_never_merges_two_known_customers():
     g = graph()
     buyer = g.resolve("o0", order_event("o0", "W-0", ("email", "a@x.com"))).customer_id
-    bob = g.resolve("s1", mention_event("bob", "W-1"))      # names an order not seen yet: claims it
-    assert not bob.merges and bob.customer_id != buyer
+    bob = g.resolve("s1", mention_event("bob", "W-1"))      # names an order not seen yet: claims nothing
+    assert not bob.merges and bob.customer_id != buyer and g.owner("order:W-1") is None
     order = g.resolve("o1", order_event("o1", "W-1", ("email", "a@x.com")))   # ...which is a's, known by email
-    assert order.customer_id == buyer and not order.merges
-    assert any("claimed by a mention" in reason for _, reason in order.warnings)
-    assert g.owner("order:W-1") == buyer
+    assert order.customer_id == buyer and not order.merges and g.owner("order:W-1") == buyer
     later = g.resolve("s2", mention_event("carol", "W-1"))  # someone new naming it now joins its buyer
     assert later.customer_id == buyer and not later.merges
-    assert g.current(bob.customer_id) == bob.customer_id     # bob was never merged into anyone
-    # a buyer nobody knew yet is who claimed the order: the order joins them (the only evidence there is)
+    # a buyer nobody knew yet stays apart from whoever named the order first (a relative, perhaps)
     dave = g.resolve("s3", mention_event("dave", "W-2")).customer_id
-    assert g.resolve("o2", order_event("o2", "W-2", ("email", "d@x.com"))).customer_id == dave
+    new_buyer = g.resolve("o2", order_event("o2", "W-2", ("email", "d@x.com")))
+    assert new_buyer.customer_id != dave and not new_buyer.merges
+    assert {g.current(c) for c in (bob.customer_id, dave)} == {bob.customer_id, dave}   # never merged into anyone
+    # a mention that is the event's only identifier: an anonymous event until the order is known
+    lone = g.resolve("t1", event_identifiers({"channel": "support", "event_type": "ticket_update", "source_id": "T-1",
+                                              "related_order_id": "W-3", "identifiers": []}))
+    assert lone.customer_id not in (buyer, dave) and g.owner("order:W-3") is None
+
+
+def test_an_order_claimed_by_a_mention_in_older_state_goes_back_to_its_buyer():
+    g = graph()
+    buyer = g.resolve("o0", order_event("o0", "W-0", ("email", "a@x.com"))).customer_id
+    bob = g.resolve("s1", ids(("social_handle", "bob"))).customer_id
+    g.owners["order:W-1"] = bob                              # what a mention claimed before this change
+    order = g.resolve("o1", order_event("o1", "W-1", ("email", "a@x.com")))
+    assert order.customer_id == buyer and not order.merges and g.owner("order:W-1") == buyer
+    assert any("claimed by a mention" in reason for _, reason in order.warnings)
 
 
 def test_split_separates_for_good_and_redelivery_changes_nothing():

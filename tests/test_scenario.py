@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter, defaultdict
+from datetime import datetime
 
 import pytest
 
@@ -84,6 +86,19 @@ def test_the_data_carries_the_traps_of_real_data(scenario):
     sessions = Counter(s.get("user") is None for s in map(json.loads, filter(lambda l: l.endswith("}"),
                        (out / "app-sessions.jsonl").read_text().splitlines())))
     assert sessions[True] > sessions[False] > 0   # most app sessions are anonymous
+
+    # overseas mobiles typed at tills and on forms without their country code (invalid for FR alone)
+    assert any(p.replace(" ", "").startswith(("0690", "0696", "0692")) for p in phones)
+    # a till model that exports no receipt total: the connector derives it from the lines
+    assert {r["store_id"] for r in rows if r["receipt_total"] == ""} == {"MRS-01", "MRS-02"}
+    # messages naming someone else's order, some of them before that order was placed
+    order_of = {o["order_id"]: (people.get(("web", o["order_id"])), o["created_at"]) for o in orders if "order_id" in o}
+    named = [(s, order_of.get(m.group(0))) for s in social if (m := re.search(r"W-\d{8}", s.get("text", "")))]
+    others = [(s, order) for s, order in named if order and order[0] != people.get(("social", f"{s['platform']}:{s.get('id')}"))]
+    assert others and any(s["created_time"] < datetime.fromisoformat(order[1]).timestamp() for s, order in others)
+    # the returns portal's export is one JSON document, not JSON Lines
+    returns = json.loads((out / "returns.json").read_text())
+    assert set(returns) == {"exported_at", "returns"} and len(returns["returns"]) > 50
 
 
 def test_the_tv_ad_makes_a_spike(scenario):
