@@ -140,6 +140,8 @@ class IdentitySettings(_Section):
     exclusive_kinds: list[str] = Field(default=["loyalty_id", "web_account"], description="a customer has at most one value of each")
     repurchase_days: int = Field(default=30, ge=1)
     best_customer_share: float = Field(default=0.05, gt=0, le=1, description="best customers: this top share by 12-month revenue")
+    best_customer_refresh_seconds: float = Field(default=30.0, ge=1, description="how often the best-customer threshold "
+                                                 "is recomputed (at most a tenth of the worker's time goes to it)")
 
 
 class SinkSettings(_Section):

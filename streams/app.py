@@ -183,10 +183,13 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
 
     threshold = {"next": 0.0}
 
-    @app.timer(interval=5.0)
+    refresh = settings.identity.best_customer_refresh_seconds
+
+    @app.timer(interval=min(5.0, refresh))
     async def best_customer_threshold():
         """The 12-month revenue that puts a customer in the best-customer segment, from all profiles: every
-        30 s, or less often when reading every profile takes long (at most a tenth of the worker's time)."""
+        best_customer_refresh_seconds, or less often when reading every profile takes long (at most a tenth
+        of the worker's time)."""
         if time.monotonic() < threshold["next"]:
             return
         started = time.monotonic()
@@ -195,7 +198,7 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
             await asyncio.to_thread(resolver.update_best_threshold, out)
             if out.changed:  # the customers whose membership it flipped, published with their state
                 await (await checkpoint()).write(resolver.finish(out).sends)
-        threshold["next"] = time.monotonic() + max(30.0, 10 * (time.monotonic() - started))
+        threshold["next"] = time.monotonic() + max(refresh, 10 * (time.monotonic() - started))
 
     return app
 

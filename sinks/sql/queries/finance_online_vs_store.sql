@@ -6,8 +6,9 @@ SELECT
     toDecimal128(sum(store), 2) / 100 AS store_revenue
 FROM (
     SELECT customer_id,
-           sumIf(amount_minor, channel = 'web' AND event_type = 'order') AS online,
-           sumIf(amount_minor, channel = 'store' AND event_type = 'receipt') AS store
+           -- ifNull: a sum over no amounts is NULL in ClickHouse, and an online-only customer has no store amount
+           ifNull(sumIf(amount_minor, channel = 'web' AND event_type = 'order'), 0) AS online,
+           ifNull(sumIf(amount_minor, channel = 'store' AND event_type = 'receipt'), 0) AS store
     FROM timeline_current
     WHERE event_type IN ('order', 'receipt')
     GROUP BY customer_id)

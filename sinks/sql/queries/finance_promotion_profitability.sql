@@ -14,7 +14,7 @@ SELECT
     toDecimal128(media_minor, 2) / 100 AS media,
     toDecimal128(orders.revenue_minor - goods.cost_minor - orders.shipping_minor - media_minor, 2) / 100 AS net_margin
 FROM (
-    SELECT count() AS orders, sum(amount_minor) AS revenue_minor,
+    SELECT count() AS orders, ifNull(sum(amount_minor), 0) AS revenue_minor,
            sum(shipping_cost_minor) AS shipping_minor
     FROM timeline_events FINAL
     WHERE event_type IN ('order', 'receipt') AND event_time >= window_start AND event_time < window_end

@@ -1,6 +1,6 @@
 -- Shared KPIs every department reads, so the numbers agree: revenue, orders, traffic (app sessions), conversion rate, customers, re-purchase rate, peak load.
 SELECT
-    toDecimal128(sumIf(amount_minor, event_type IN ('order', 'receipt')), 2) / 100 AS revenue,
+    toDecimal128(ifNull(sumIf(amount_minor, event_type IN ('order', 'receipt')), 0), 2) / 100 AS revenue,
     countIf(event_type IN ('order', 'receipt')) AS orders,
     countIf(event_type = 'session') AS traffic,
     if(traffic = 0, NULL, round(countIf(channel = 'web' AND event_type = 'order') / traffic, 4)) AS conversion_rate,
