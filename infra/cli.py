@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -509,33 +510,102 @@ def identity() -> None:
     """Identity resolution commands (sent to the Faust worker through the identity-commands topic)."""
 
 
+PHONE_LIKE = re.compile(r"^\+?[\d\s().-]{6,}$")   # what is not an email, kind:value or phone is a customer id
+
+
+def _identifier_graph(settings: Settings):
+    """An empty identity graph with the hub's rules and vault: it turns "kind:value" into the token key the
+    worker's graph uses."""
+    from infra.vault import open_vault
+    from streams.identity import IdentityGraph
+    from streams.resolver import identity_rules
+
+    return IdentityGraph(identity_rules(settings), {}, {}, {}, {}, {}, {}, tokenize=open_vault(settings).token)
+
+
+def _forget_command(settings: Settings, who: str, reason: str) -> dict:
+    """A customer id, or an identifier (kind:value, or a bare email or phone) turned into its token key
+    here: the command topic never carries the value."""
+    command = {"command": "forget", "reason": reason, "request_id": str(uuid.uuid4())}
+    text = who.strip()
+    if re.match(r"^(email|phone|loyalty_id|web_account|social_handle):", text):
+        pass
+    elif "@" in text:
+        text = f"email:{text}"
+    elif PHONE_LIKE.match(text):
+        text = f"phone:{text}"
+    else:
+        return {**command, "customer_id": text}
+    try:
+        return {**command, "identifier": _identifier_graph(settings).identifier_key(text)}
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
 @cli.command()
-@click.argument("customer_id")
+@click.argument("who")
 @click.option("--reason", default="erasure request", show_default=True)
+@click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for the worker to confirm")
 @click.pass_context
-def forget(ctx: click.Context, customer_id: str, reason: str) -> None:
-    """Erase a customer's personal data: the worker drops their identifiers from the identity graph,
-    tombstones their profile and publishes an erasure event, on which the sink deletes their
-    identifiers and anonymises their events in ClickHouse."""
-    _send_identity_command(_settings(ctx), {"command": "forget", "customer_id": customer_id, "reason": reason})
-    click.echo(f"erasure of {customer_id} sent; it is confirmed on {_settings(ctx).topics.customer_erasures}")
+def forget(ctx: click.Context, who: str, reason: str, timeout: float) -> None:
+    """Erase a person, named by customer id or by any identifier (alice@x.com, +33612345678,
+    loyalty_id:LC-1, social_handle:facebook:alice): the worker drops their identifiers from the identity
+    graph and destroys the keys their data was sealed under (infra/vault.py), tombstones their profile and
+    publishes an erasure, on which the sink deletes their rows in ClickHouse. Waits for the worker's answer."""
+    settings = _settings(ctx)
+    command = _forget_command(settings, who, reason)
+    erasure = _send_identity_command(settings, command, answer_topic=settings.topics.customer_erasures,
+                                     timeout=timeout)
+    if not erasure["customer_ids"]:
+        click.echo("nobody is known by that identifier: nothing to forget (its key, if any, was destroyed)")
+        return
+    click.echo(f"forgotten: customer {erasure['customer_id']} ({len(erasure['customer_ids'])} id(s): "
+               f"{', '.join(erasure['customer_ids'])}); {erasure['identifiers_removed']} identifier(s) removed and "
+               "their keys destroyed; the sink deletes their rows in ClickHouse as it reads the erasure")
 
 
-def _send_identity_command(settings: Settings, command: dict) -> None:
+def _send_identity_command(settings: Settings, command: dict, answer_topic: str | None = None,
+                           timeout: float = 60.0) -> dict | None:
+    """Send a command to the worker; with answer_topic, wait for the record that carries its request_id."""
     from kafka.errors import KafkaError
 
     bootstrap = _bootstrap(settings)
     # The one line below says what happened; the client's own connection errors would say it again.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
-        from kafka import KafkaProducer
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+        consumer = None
+        if answer_topic is not None:  # positioned before sending, so the answer cannot be missed
+            consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+            partitions = [TopicPartition(answer_topic, p) for p in consumer.partitions_for_topic(answer_topic) or []]
+            consumer.assign(partitions)
+            consumer.seek_to_end()
+            for partition in partitions:
+                consumer.position(partition)
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=10_000)
         try:
-            producer.send(settings.topics.identity_commands, json.dumps(command).encode(),
-                          key=command["customer_id"].encode()).get(timeout=30)
+            key = command.get("customer_id") or command.get("request_id") or ""
+            producer.send(settings.topics.identity_commands, json.dumps(command).encode(), key=key.encode()).get(timeout=30)
         finally:
             producer.close()
+        if consumer is None:
+            return None
+        from schemas.serde import codec
+
+        decode = codec("customer_erasure", settings.schemas.registry_url, answer_topic).decode
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                for records in consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        answer = decode(record.value)
+                        if answer.get("request_id") == command["request_id"]:
+                            return answer
+        finally:
+            consumer.close()
+        raise click.ClickException(f"the worker did not answer within {timeout:.0f} s (is `omnihub run` up?); the "
+                                   f"request stays on {settings.topics.identity_commands} and is carried out when it runs")
     except KafkaError as error:
         raise click.ClickException(f"the broker at {bootstrap} did not take the command ({error}); nothing was sent") from None
 
@@ -549,10 +619,14 @@ def _send_identity_command(settings: Settings, command: dict) -> None:
 def identity_split(ctx: click.Context, customer_id: str, identifiers: tuple[str, ...], reason: str) -> None:
     """Undo a wrong merge: move identifiers off CUSTOMER_ID to a new customer that will not be merged back."""
     settings = _settings(ctx)
+    graph = _identifier_graph(settings)
+    keys = []
     for identifier in identifiers:
-        if ":" not in identifier:
-            raise click.UsageError(f"--identifier {identifier!r}: expected kind:value")
-    _send_identity_command(settings, {"command": "split", "customer_id": customer_id, "identifiers": list(identifiers),
+        try:  # as token keys: the command topic never carries the values
+            keys.append(graph.identifier_key(identifier))
+        except ValueError as error:
+            raise click.UsageError(f"--identifier {identifier!r}: {error}") from None
+    _send_identity_command(settings, {"command": "split", "customer_id": customer_id, "identifiers": keys,
                                       "reason": reason})
     click.echo(f"split sent to {settings.topics.identity_commands}; the result appears on {settings.topics.identity_merges}")
 

@@ -86,6 +86,18 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication
 BROKER_MARKER_PREFIX = "omnihub-broker-"
 
 
+def delete_topics(bootstrap: str, names: list[str]) -> list[str]:
+    """Delete these topics where they exist; returns the ones deleted."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="omnihub-admin")
+    try:
+        existing = [name for name in names if name in set(admin.list_topics())]
+        if existing:
+            admin.delete_topics(existing)
+        return existing
+    finally:
+        admin.close()
+
+
 def broker_id(bootstrap: str) -> str:
     """What names the data a broker holds: the suffix of a marker topic created the first time anyone
     asks. Positions kept outside Kafka (connector files, webhook ids) record it, so a component that

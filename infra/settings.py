@@ -152,6 +152,11 @@ class SinkSettings(_Section):
     group_id: str = "omnihub-clickhouse-sink"
 
 
+class PrivacySettings(_Section):
+    vault_path: Path | None = Field(default=None, description="the key vault (infra/vault.py), shared by every process "
+                                    "of the hub; default <data_dir>/vault.sqlite. Keep it safe and backed up")
+
+
 class SchemaSettings(_Section):
     registry_url: str | None = Field(default=None, description="Confluent-compatible schema registry; unset means single-object encoding")
 
@@ -167,6 +172,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = IdentitySettings()
     sink: SinkSettings = SinkSettings()
     schemas: SchemaSettings = SchemaSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     # Set by load_settings before construction; a class attribute because pydantic-settings builds
     # sources from the class.
@@ -189,6 +195,10 @@ class Settings(BaseSettings):
     @property
     def embedded_kafka(self) -> bool:
         return self.kafka.bootstrap_servers is None
+
+    @property
+    def vault_path(self) -> Path:
+        return self.privacy.vault_path or Path(self.data_dir) / "vault.sqlite"
 
     @property
     def embedded_clickhouse(self) -> bool:

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer
 
 from infra.kafka import consumer_config
 from infra.settings import Settings
+from infra.vault import open_vault
 from schemas.models import dead_letter
 from schemas.serde import codec
 from sinks.rejections import is_row_rejection
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 TIMELINE_COLUMNS = ["event_id", "event_time", "channel", "event_type", "customer_id", "source_id", "amount_minor",
                     "currency", "payload_json", "kafka_topic", "kafka_partition", "kafka_offset"]
 DEAD_LETTER_COLUMNS = ["component", "source", "position", "error", "raw", "rejected_at"]
-IDENTITY_MAP_COLUMNS = ["customer_id", "current_id", "version", "merge_event", "identifier_sha256"]
+IDENTITY_MAP_COLUMNS = ["customer_id", "current_id", "version", "merge_event", "identifier_token"]
 PROFILE_COLUMNS = ["customer_id", "version", "merged_ids", "first_seen", "last_seen", "events", "online_orders",
                    "online_revenue_minor", "store_orders", "store_revenue_minor", "average_basket_minor", "repurchased",
                    "open_tickets", "last_contact_channel", "social_mentions", "sentiment", "best_customer"]
@@ -120,6 +121,7 @@ class ClickHouseSink:
         self.campaign_codec = codec("campaign", registry, settings.topics.campaigns)
         self.profile_codec = codec("customer_profile", registry, settings.topics.customer_profiles)
         self.erasure_codec = codec("customer_erasure", registry, settings.topics.customer_erasures)
+        self.vault = open_vault(settings)  # opens what the worker sealed; a forgotten person's data no longer opens
 
     def _add_profile(self, batch: Batch, message) -> None:
         """A customer_profiles row and a customer_identities row: personal data goes to the second only."""
@@ -132,7 +134,11 @@ class ClickHouseSink:
             return
         profile = self.profile_codec.decode(message.value)
         batch.profiles.add([profile[column] for column in PROFILE_COLUMNS] + [0, updated], message)
-        batch.identities.add([customer_id, profile["identifiers"], 0, updated], message)
+        if profile.get("sealed_identifiers") is not None and (profile["sealed_identifiers"] or not profile["identifiers"]):
+            identifiers = [value for sealed in profile["sealed_identifiers"] if (value := self.vault.open_text(sealed))]
+        else:  # written before identifiers were sealed: kind:value in clear
+            identifiers = profile["identifiers"]
+        batch.identities.add([customer_id, identifiers, 0, updated], message)
 
     def _batch(self, messages) -> Batch:
         topics = self.settings.topics
@@ -156,6 +162,10 @@ class ClickHouseSink:
                 else:
                     e = self.timeline_codec.decode(message.value)
                     payload_json, text, attributes = split_personal(e["payload_json"])
+                    if e.get("sealed_details"):
+                        opened = self.vault.open(e["sealed_details"])
+                        details = json.loads(opened) if opened is not None else {}  # None: the person was forgotten
+                        text, attributes = details.get("text"), details.get("attributes")
                     batch.timeline.add([e["event_id"], e["event_time"], e["channel"], e["event_type"], e["customer_id"],
                                         e["source_id"], e["amount_minor"], e["currency"], payload_json,
                                         message.topic, message.partition, message.offset], message)

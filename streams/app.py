@@ -38,6 +38,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -45,11 +46,13 @@ from pathlib import Path
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from infra.kafka import (broker_id, consumer_config, ensure_topics, fetched_end_offsets, matching_partitions,
-                         producer_config)
+from infra.kafka import (broker_id, consumer_config, delete_topics, ensure_topics, fetched_end_offsets,
+                         matching_partitions, matching_topics, producer_config)
+from infra.vault import open_vault
 from infra.settings import Settings
 from streams.checkpoint import Checkpoint
 from streams.resolver import Outputs, Resolver
+from streams.state_migration import needs_migration, tokenized_state
 from streams.state_store import DeltaAssembler, StateStore, delta_records
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,11 @@ FAUST_SESSION_TIMEOUT_MS = 3000
 
 
 def state_changelog(settings: Settings) -> str:
+    # -v2: identifiers as tokens (streams/state_migration.py); the first one held them in clear
+    return f"{settings.streams.app_id}-resolution-state-changelog-v2"
+
+
+def legacy_state_changelog(settings: Settings) -> str:
     return f"{settings.streams.app_id}-resolution-state-changelog"
 
 
@@ -110,10 +118,11 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
     def resolve_batch(writer: Checkpoint, batch: dict) -> Outputs:
         writer.apply_acknowledged()
         out = Outputs()
-        for tp, messages in batch.items():
-            for message in messages:
-                resolver.channel_record(message.value, tp.topic, tp.partition, message.offset, out)
-        return resolver.finish(out)
+        with resolver.vault.batch():  # the keys of the batch's new identifiers, stored before anything sealed leaves
+            for tp, messages in batch.items():
+                for message in messages:
+                    resolver.channel_record(message.value, tp.topic, tp.partition, message.offset, out)
+            return resolver.finish(out)
 
     @app.task
     async def resolve_channel_events() -> None:
@@ -203,11 +212,51 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
     return app
 
 
-async def recover_state(settings: Settings, bootstrap: str, store: StateStore) -> dict:
+async def write_snapshot(settings: Settings, bootstrap: str, changelog: str, full: dict) -> int:
+    """The whole state as one batch on the changelog; returns the offset of its last record."""
+    producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
+    await producer.start()
+    try:
+        parts = delta_records(full, f"snapshot-{uuid.uuid4().hex[:12]}")
+        acks = await asyncio.gather(*[await producer.send(changelog, part, partition=0) for part in parts])
+    finally:
+        await producer.stop()
+    return acks[-1].offset
+
+
+async def migrate_state(settings: Settings, bootstrap: str, store: StateStore) -> dict | None:
+    """State from before identifiers were tokens: bring it up to date from the old changelog, key it by
+    tokens (customer ids unchanged), write it whole to the new changelog and delete the old one, whose
+    records hold identifiers in clear. None when there is nothing to migrate."""
+    legacy = legacy_state_changelog(settings)
+    legacy_exists = legacy in await asyncio.to_thread(matching_topics, bootstrap, f"^{re.escape(legacy)}$")
+    owners = store.views["owners"]
+    sample = [key for _, key in zip(range(1000), owners)]
+    if not legacy_exists and not needs_migration(dict(store.views["meta"].items()), sample):
+        return None
+    started = time.monotonic()
+    if legacy_exists:
+        await recover_state(settings, bootstrap, store, legacy)
+    full = {name: dict(view.items()) for name, view in store.views.items()}
+    migrated = tokenized_state(full, open_vault(settings))
+    changelog = state_changelog(settings)
+    ensure_topics(bootstrap, [changelog], 1, settings.topics.replication_factor)
+    offset = await write_snapshot(settings, bootstrap, changelog, migrated)
+    removed = {name: {key: None for key in view if key not in migrated[name]} for name, view in full.items()}
+    store.apply({name: {**removed.get(name, {}), **migrated.get(name, {})} for name in migrated}, offset,
+                broker_id(bootstrap))
+    deleted = await asyncio.to_thread(delete_topics, bootstrap, [legacy])
+    report = {"customers": len(migrated.get("clusters", {})), "identifiers": len(migrated.get("owners", {})),
+              "old_changelog_deleted": bool(deleted), "seconds": round(time.monotonic() - started, 3)}
+    log.warning("resolution state migrated to identifier tokens (the old changelog held them in clear): %s", report)
+    return report
+
+
+async def recover_state(settings: Settings, bootstrap: str, store: StateStore, changelog: str | None = None) -> dict:
     """Bring the local state up to the changelog's end: only what was written after the offset RocksDB
     holds (everything, on a fresh machine). Returns what it did, for the log and the benchmark."""
     started = time.monotonic()
-    changelog = state_changelog(settings)
+    changelog = changelog or state_changelog(settings)
     ensure_topics(bootstrap, [changelog], 1, settings.topics.replication_factor)
     this_broker = broker_id(bootstrap)
     if store.changelog_broker and store.changelog_broker != this_broker:
@@ -216,15 +265,9 @@ async def recover_state(settings: Settings, bootstrap: str, store: StateStore) -
         log.error("the resolution state's changelog was on broker %s, this broker is %s: keeping the local state "
                   "and writing it to the new changelog", store.changelog_broker, this_broker)
         full = {name: {key: view[key] for key in view} for name, view in store.views.items()}
-        producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
-        await producer.start()
-        try:
-            parts = delta_records(full, f"snapshot-{uuid.uuid4().hex[:12]}")
-            acks = await asyncio.gather(*[await producer.send(changelog, part, partition=0) for part in parts])
-        finally:
-            await producer.stop()
-        store.apply({}, acks[-1].offset, this_broker)
-        return {"replayed_records": 0, "seconds": round(time.monotonic() - started, 3), "snapshot_records": len(parts)}
+        offset = await write_snapshot(settings, bootstrap, changelog, full)
+        store.apply({}, offset, this_broker)
+        return {"replayed_records": 0, "seconds": round(time.monotonic() - started, 3), "snapshot": True}
     partition = TopicPartition(changelog, 0)
     consumer = AIOKafkaConsumer(**consumer_config(settings, bootstrap, group_id=None))
     await consumer.start()
@@ -259,7 +302,12 @@ async def recover_state(settings: Settings, bootstrap: str, store: StateStore) -
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:
     """Run one Faust worker in the foreground until SIGTERM/SIGINT."""
     store = StateStore(Path(settings.data_dir) / "state")
-    asyncio.run(recover_state(settings, bootstrap, store))
+
+    async def prepare() -> None:
+        await migrate_state(settings, bootstrap, store)
+        await recover_state(settings, bootstrap, store)
+
+    asyncio.run(prepare())
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust needs one
     app = create_app(settings, bootstrap, store)
     worker = faust.Worker(app, loglevel=loglevel, override_logging=False)

@@ -21,9 +21,10 @@ customer, so replaying the same events in the same order gives the same ids.
 """
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
-from typing import MutableMapping
+from typing import Callable, MutableMapping
 
 from streams.identifiers import Identifier, normalize_all
 
@@ -36,6 +37,9 @@ UNLISTED_KINDS = ("order",)
 # nothing stronger says otherwise; a mention of an order not seen yet claims nothing (it may name a
 # relative's order), so a mention never merges two customers, whichever arrives first.
 MENTION_KIND = "order_mention"
+# Kinds that name a person: the graph keeps them as tokens (keyed hashes) when given a tokenizer.
+PERSONAL_KINDS = ("email", "phone", "loyalty_id", "web_account", "social_handle")
+TOKEN_FORM = re.compile(r"[0-9a-f]{32}")
 
 
 def event_identifiers(event: dict) -> list[dict]:
@@ -77,6 +81,7 @@ class Resolution:
     customer_id: str
     identifiers: list[Identifier]
     duplicate: bool = False
+    clear: dict[str, str] = field(default_factory=dict)              # token key -> the kind:value it stands for
     merges: list[Merge] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)   # (identifier key or "", reason)
     changed: set[str] = field(default_factory=set)                   # customer ids whose cluster changed
@@ -89,8 +94,12 @@ def customer_id_for(key: str, salt: str = "") -> str:
 
 class IdentityGraph:
     def __init__(self, rules: IdentityRules, owners: MutableMapping, clusters: MutableMapping, aliases: MutableMapping,
-                 sightings: MutableMapping, events: MutableMapping, meta: MutableMapping):
+                 sightings: MutableMapping, events: MutableMapping, meta: MutableMapping,
+                 tokenize: Callable[[str], str] | None = None):
+        """tokenize: "kind:value" -> its token; with it, the graph (and so its state and everything it
+        publishes) holds personal identifiers only as kind:token."""
         self.rules = rules
+        self.tokenize = tokenize
         self.owners, self.clusters, self.aliases = owners, clusters, aliases
         self.sightings, self.events, self.meta = sightings, events, meta
         self.blocked = {v.lower() for v in rules.blocked_values}
@@ -127,16 +136,19 @@ class IdentityGraph:
         """The customer of an event; at (epoch ms) is when it happened, for the shared-identifier window."""
         identifiers, dropped = normalize_all(raw_identifiers, self.rules.default_region, self.blocked,
                                             self.rules.phone_fallback_regions)
+        identifiers, clear = self.tokenized(identifiers)
+        if dropped and self.tokenize is not None:  # warnings are read by roles that may not see personal data
+            dropped = [self._withheld(note, raw_identifiers, clear) for note in dropped]
         known = self.events.get(event_id)
         if known is not None:
             # A redelivered event keeps the customer id it was first published with, so every copy of it is the
             # same record (consumers and ClickHouse deduplicate on it); identity-merges say what that id means now.
-            return Resolution(known, identifiers, duplicate=True)
+            return Resolution(known, identifiers, duplicate=True, clear=clear)
         own_orders = {i.key for i in identifiers if i.kind == "order"}
         mentions = {f"order:{i.value}" for i in identifiers if i.kind == MENTION_KIND} - own_orders
         identifiers = [Identifier("order", i.value) if i.kind == MENTION_KIND else i for i in identifiers]
         identifiers = list(dict.fromkeys(identifiers))
-        result = Resolution("", identifiers)
+        result = Resolution("", identifiers, clear=clear)
         result.warnings.extend(("", reason) for reason in dropped)
         # A mention of an order not seen yet claims nothing: it may be a relative's order, whose buyer's own
         # identifiers will say whose it is when it arrives.
@@ -200,6 +212,45 @@ class IdentityGraph:
             self._sight(identifier, target, at, result)
         self.events[event_id] = target
         return result
+
+    def tokenized(self, identifiers: list[Identifier]) -> tuple[list[Identifier], dict[str, str]]:
+        """(the identifiers with personal ones as tokens, token key -> kind:value)."""
+        if self.tokenize is None:
+            return identifiers, {}
+        tokenized, clear = [], {}
+        for identifier in identifiers:
+            if identifier.kind in PERSONAL_KINDS:
+                token = Identifier(identifier.kind, self.tokenize(identifier.key))
+                clear[token.key] = identifier.key
+                identifier = token
+            tokenized.append(identifier)
+        return tokenized, clear
+
+    @staticmethod
+    def _withheld(note: str, raw_identifiers: list[dict], clear: dict[str, str]) -> str:
+        """A normalization note without the values it quotes (raw, as typed, or canonical)."""
+        values = {str(raw["value"]).strip() for raw in raw_identifiers} | {text.partition(":")[2] for text in clear.values()}
+        for value in sorted((v for v in values if v), key=len, reverse=True):
+            note = note.replace(value, "(withheld)")
+        return note
+
+    def identifier_key(self, text: str) -> str:
+        """An operator's "kind:value" (as typed: "email:Alice@X.com ") as the graph keys it; a key already in
+        token form (kind:32 hex digits, as the CLI sends it) is taken as is."""
+        kind, sep, value = text.partition(":")
+        if not sep or not value.strip():
+            raise ValueError(f"expected kind:value, got {text!r}")
+        if self.tokenize is not None and kind in PERSONAL_KINDS and TOKEN_FORM.fullmatch(value):
+            return text
+        identifiers, notes = normalize_all([{"kind": kind.strip(), "value": value, "platform": None}],
+                                           self.rules.default_region, set(), self.rules.phone_fallback_regions)
+        if kind.strip() == "social_handle" and ":" in value:  # platform:handle
+            platform, _, handle = value.partition(":")
+            identifiers, notes = normalize_all([{"kind": "social_handle", "value": handle, "platform": platform}],
+                                               self.rules.default_region, set(), self.rules.phone_fallback_regions)
+        if not identifiers:
+            raise ValueError(f"{text!r} is not an identifier: {'; '.join(notes)}")
+        return self.tokenized(identifiers)[0][0].key
 
     def _new_cluster(self, first: Identifier) -> str:
         customer_id = customer_id_for(first.key)

@@ -12,7 +12,10 @@ from datetime import datetime, timezone
 
 import orjson
 
+from functools import lru_cache
+
 from infra.settings import Settings
+from infra.vault import open_vault
 from schemas.models import dead_letter
 from schemas.serde import codec
 from streams import profiles as profile_state
@@ -22,8 +25,9 @@ from streams.state_store import StateStore
 log = logging.getLogger(__name__)
 
 TIMELINE_KINDS_EXCLUDED = ("order", "order_mention")  # derived for matching, not identifiers of the person
-PAYLOAD_FIELDS = ("lines", "shipping_cost_minor", "discount_minor", "campaign", "related_order_id", "status", "text",
-                  "attributes")
+PAYLOAD_FIELDS = ("lines", "shipping_cost_minor", "discount_minor", "campaign", "related_order_id", "status")
+# What people wrote and the channel's details may name or locate the person: sealed under the customer's key.
+SEALED_FIELDS = ("text", "attributes")
 
 
 def identity_rules(settings: Settings) -> IdentityRules:
@@ -49,8 +53,11 @@ class Resolver:
         self.topics = topics = settings.topics
         views = store.views
         self.profiles = views["profiles"]
+        self.sealed = views["sealed"]          # identifier token key -> its kind:value sealed under its own key
+        self.vault = open_vault(settings)
         self.graph = IdentityGraph(identity_rules(settings), views["owners"], views["clusters"], views["aliases"],
-                                   views["sightings"], views["events"], views["meta"])
+                                   views["sightings"], views["events"], views["meta"],
+                                   tokenize=lru_cache(maxsize=500_000)(self.vault.token))
         registry = settings.schemas.registry_url
         self.codecs = {name: codec(name, registry, topic) for name, topic in (
             ("timeline_event", topics.customer_timeline),
@@ -89,37 +96,78 @@ class Resolver:
         else:  # its profile is published again: the worker may have stopped after the state, before the outputs
             out.changed.add(self.graph.current(customer_id))
         payload = {name: event[name] for name in PAYLOAD_FIELDS if event.get(name) not in (None, [], {})}
+        details = {name: event[name] for name in SEALED_FIELDS if event.get(name) not in (None, [], {})}
         timeline = {
             "event_id": event["event_id"], "event_time": event["occurred_at"], "channel": event["channel"],
             "event_type": event["event_type"], "customer_id": customer_id, "source_id": event["source_id"],
-            "identifiers": [{"kind": i.kind, "value": i.value} for i in result.identifiers
-                            if i.kind not in TIMELINE_KINDS_EXCLUDED],
+            "identifiers": [{"kind": i.kind, "value": i.value, "sealed": self.sealed_identifier(i.key, result.clear)}
+                            for i in result.identifiers if i.kind not in TIMELINE_KINDS_EXCLUDED],
             "amount_minor": event["total_minor"], "currency": event["currency"],
             # orjson: the same compact UTF-8 JSON as json.dumps(separators=(",", ":"), ensure_ascii=False), 5x faster
             "payload_json": orjson.dumps(payload).decode(),
+            "sealed_details": self.vault.seal(f"customer:{customer_id}", orjson.dumps(details)) if details else None,
         }
         out.sends.append((self.topics.customer_timeline, customer_id.encode(), self.codecs["timeline_event"].encode(timeline)))
+
+    def sealed_identifier(self, key: str, clear: dict[str, str]) -> bytes | None:
+        """An identifier's kind:value sealed under its own key (once: kept in the state, so profiles can be
+        published again without the value); None for what is not personal (store terminals)."""
+        sealed = self.sealed.get(key)
+        if sealed is None:
+            value = clear.get(key)
+            if value is None:
+                return None
+            sealed = self.vault.seal(key, value)
+            self.sealed[key] = sealed.hex()
+            return sealed
+        return bytes.fromhex(sealed)
 
     def command(self, command: dict, out: Outputs) -> None:
         """An operator's split or forget (from identity-commands); raises ValueError for a wrong one."""
         if command.get("command") == "forget":
-            customer_id, removed = self.graph.forget(command["customer_id"])
-            profile = self.profiles.get(customer_id) or profile_state.empty(customer_id)
-            if customer_id in self.profiles:
-                del self.profiles[customer_id]
-            ids = sorted({customer_id, command["customer_id"], *profile["merged_ids"]})
-            out.sends.append((self.topics.customer_erasures, customer_id.encode(), self.codecs["customer_erasure"].encode(
-                {"customer_id": customer_id, "customer_ids": ids, "identifiers_removed": len(removed),
-                 "reason": command.get("reason") or "erasure request", "at": self.now()})))
-            out.absorbed.add(customer_id)  # a tombstone on customer-profiles
-            out.changed.discard(customer_id)
+            self.forget(command, out)
             return
         if command.get("command") != "split":
             raise ValueError(f"unknown command {command.get('command')!r} (known: split, forget)")
-        result = self.graph.split(command["customer_id"], list(command["identifiers"]), command.get("reason") or "operator")
+        keys = [self.graph.identifier_key(text) for text in command["identifiers"]]
+        result = self.graph.split(command["customer_id"], keys, command.get("reason") or "operator")
         for merge in result.merges:
             self.profiles[merge.absorbed_id] = profile_state.empty(merge.absorbed_id)
         self._changes(result, out)
+
+    def forget(self, command: dict, out: Outputs) -> None:
+        """Erase a person: their identifiers leave the graph, and the keys of their identifiers and of every
+        customer id they had are destroyed, so every sealed copy (timeline, profiles, changelog, anyone's
+        backup) is unreadable; the erasure says what downstream must delete. A request names a customer id
+        or an identifier's token key (the CLI tokenizes it: the command topic never carries the value)."""
+        request_id = command.get("request_id")
+        identifier = command.get("identifier")
+        if identifier:
+            owner = self.graph.owner(identifier)
+            if owner is None:  # nobody is known by it: its key goes anyway, in case anything was sealed under it
+                self.vault.destroy([identifier])
+                out.sends.append((self.topics.customer_erasures, None, self.codecs["customer_erasure"].encode(
+                    {"customer_id": "", "customer_ids": [], "identifiers_removed": 0, "identifier_tokens": [identifier],
+                     "reason": command.get("reason") or "erasure request", "at": self.now(), "request_id": request_id})))
+                return
+            named = owner
+        else:
+            named = command["customer_id"]
+        customer_id, removed = self.graph.forget(named)
+        profile = self.profiles.get(customer_id) or profile_state.empty(customer_id)
+        if customer_id in self.profiles:
+            del self.profiles[customer_id]
+        for key in removed:
+            if key in self.sealed:
+                del self.sealed[key]
+        ids = sorted({customer_id, named, *profile["merged_ids"]})
+        self.vault.destroy([*removed, *(f"customer:{i}" for i in ids)])
+        out.sends.append((self.topics.customer_erasures, customer_id.encode(), self.codecs["customer_erasure"].encode(
+            {"customer_id": customer_id, "customer_ids": ids, "identifiers_removed": len(removed),
+             "identifier_tokens": removed, "reason": command.get("reason") or "erasure request", "at": self.now(),
+             "request_id": request_id})))
+        out.absorbed.add(customer_id)  # a tombstone on customer-profiles
+        out.changed.discard(customer_id)
 
     def _changes(self, result: Resolution, out: Outputs) -> None:
         for merge in result.merges:
@@ -156,9 +204,11 @@ class Resolver:
         profile = self.profiles.get(customer_id)
         if profile is None:
             return None
-        record = profile_state.to_avro(
-            profile, cluster["identifiers"] if cluster else [], cluster["version"] if cluster else 1,
-            self.settings.identity.repurchase_days, self.best_threshold)
+        identifiers = cluster["identifiers"] if cluster else []
+        record = profile_state.to_avro(profile, identifiers, cluster["version"] if cluster else 1,
+                                       self.settings.identity.repurchase_days, self.best_threshold)
+        record["sealed_identifiers"] = [bytes.fromhex(sealed) for key in identifiers
+                                        if (sealed := self.sealed.get(key)) is not None]
         if record["best_customer"] != profile.get("best", False):
             # What was published is kept, so a threshold move republishes exactly the customers it flips
             self.profiles[customer_id] = {**profile, "best": record["best_customer"]}

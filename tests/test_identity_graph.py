@@ -197,3 +197,20 @@ def test_a_redelivered_event_keeps_the_customer_id_it_was_first_published_with()
     again = g.resolve("r1", ids(("loyalty_id", "LC-1"), ("phone", "0612345678")))
     # the same record as the first time (its sort key in ClickHouse too); the merge re-keys it at query time
     assert again.duplicate and again.customer_id == card and not again.merges
+
+
+def test_with_a_tokenizer_the_graph_keeps_and_tells_no_identifier_value():
+    import hashlib
+
+    def tokenize(text: str) -> str:
+        return hashlib.sha256(b"secret" + text.encode()).hexdigest()[:32]
+
+    g = IdentityGraph(IdentityRules(), {}, {}, {}, {}, {}, {}, tokenize=tokenize)
+    first = g.resolve("e1", ids(("email", "Alice@X.com"), ("phone", "0690 12 34 56"), ("phone", "12")))
+    second = g.resolve("e2", ids(("email", "alice@x.com"), ("loyalty_id", "LC-1")))
+    assert second.customer_id == first.customer_id == customer_id_for(f"email:{tokenize('email:alice@x.com')}")
+    state = repr([dict(g.owners), dict(g.clusters), dict(g.sightings), first.warnings, second.warnings])
+    for value in ("alice", "690", "LC-1", "12'"):
+        assert value not in state, value
+    assert "(withheld)" in repr(first.warnings) and first.clear[f"email:{tokenize('email:alice@x.com')}"] == "email:alice@x.com"
+    assert g.identifier_key("email: ALICE@x.com") == f"email:{tokenize('email:alice@x.com')}"

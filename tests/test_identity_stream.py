@@ -16,7 +16,9 @@ from infra.hub import Hub, child_environment
 from infra.kafka import ensure_topics, read_topic
 from schemas.models import event_id
 from schemas.serde import codec
-from streams.identity import customer_id_for
+from infra.vault import open_vault
+from streams.identity import IdentityGraph, customer_id_for
+from streams.resolver import identity_rules
 from tests.fixtures import channel_topic
 
 pytestmark = pytest.mark.integration
@@ -60,6 +62,17 @@ async def wait_for_timeline(settings, hub, count: int, timeout: float = 90, dist
         await asyncio.sleep(0.5)
 
 
+def key_of(settings, text: str) -> str:
+    """How the worker keys an identifier: kind:token under this hub's vault."""
+    return IdentityGraph(identity_rules(settings), {}, {}, {}, {}, {}, {},
+                         tokenize=open_vault(settings).token).identifier_key(text)
+
+
+def customer_of(settings, text: str) -> str:
+    """The id of a customer first seen with this identifier."""
+    return customer_id_for(key_of(settings, text))
+
+
 def latest_profiles(records) -> dict:
     latest = {}
     for key, value in records:
@@ -70,7 +83,8 @@ def latest_profiles(records) -> dict:
 def test_merge_refusal_redelivery_late_event_and_split(settings, tmp_path):
     topic = channel_topic(settings, "test")
     ensure_topics(settings.kafka.bootstrap_servers, [topic], settings.topics.partitions, 1)
-    alice, card = customer_id_for("email:alice@x.com"), customer_id_for("loyalty_id:LC-1")
+    alice, card = customer_of(settings, "email:alice@x.com"), customer_of(settings, "loyalty_id:LC-1")
+    phone = key_of(settings, "phone:+33612345678")
     first = [
         channel_event("W-1", [("email", "Alice@X.com")], 60),
         channel_event("R-1", [("loyalty_id", "LC-1"), ("phone", "06 12 34 56 78")], 0, "store", "receipt", 500),  # earlier
@@ -121,14 +135,17 @@ def test_merge_refusal_redelivery_late_event_and_split(settings, tmp_path):
         by_source[record["source_id"]].add(record["customer_id"])
     assert by_source["W-1"] == {alice} and by_source["W-2"] == {alice}
     assert by_source["R-1"] == {card}                                # published before the merge, under its own id
-    assert by_source["R-2"] == {customer_id_for("loyalty_id:LC-2")}  # the refused merge kept LC-2 apart
+    assert by_source["R-2"] == {customer_of(settings, "loyalty_id:LC-2")}  # the refused merge kept LC-2 apart
     [merge, split] = [m for _, m in merges]
+    # merges name identifiers by token (a keyed hash), never by value
     assert (merge["action"], merge["surviving_id"], merge["absorbed_id"], merge["identifier"]) == \
-        ("merge", alice, card, "phone:+33612345678")
-    assert (split["action"], split["surviving_id"], split["identifier"]) == ("split", alice, "phone:+33612345678")
+        ("merge", alice, card, phone)
+    assert (split["action"], split["surviving_id"], split["identifier"]) == ("split", alice, phone)
     assert by_source["W-3"] == {split["absorbed_id"]}                 # after the split the phone is someone else's
     reasons = [w["reason"] for _, w in warnings]
-    assert any("conflicting loyalty_id" in r and "loyalty_id:LC-1" in r and "loyalty_id:LC-2" in r for r in reasons)
+    assert any("conflicting loyalty_id" in r and key_of(settings, "loyalty_id:LC-1") in r
+               and key_of(settings, "loyalty_id:LC-2") in r for r in reasons)
+    assert not any("LC-1" in r or "LC-2" in r or "alice@" in r or "612345678" in r for r in reasons)
     assert any("test: wrong merge" in r for r in reasons)
     latest = latest_profiles(profiles)
     assert card not in latest                                        # tombstoned when merged away
@@ -194,7 +211,7 @@ def test_worker_killed_mid_stream_recovers_its_tables(settings, tmp_path):
 def test_forget_erases_personal_data_and_tells_downstream(settings, tmp_path):
     topic = channel_topic(settings, "test")
     ensure_topics(settings.kafka.bootstrap_servers, [topic], settings.topics.partitions, 1)
-    alice = customer_id_for("email:alice@x.com")
+    alice = customer_of(settings, "email:alice@x.com")
     ticket = channel_event("T-1", [("email", "alice@x.com")], 10, "support", "ticket_update", None)
     ticket.update(text="Call me on 06 12 34 56 78", attributes={"contact_channel": "phone", "ticket_id": "T-1"})
 
@@ -211,9 +228,12 @@ def test_forget_erases_personal_data_and_tells_downstream(settings, tmp_path):
             assert "Call me" in repr(hub.client.query("SELECT text FROM event_details").result_rows)
             assert "Call me" not in repr(hub.client.query("SELECT payload_json FROM timeline_events").result_rows)
             env = child_environment(settings, hub.bootstrap)
-            forgotten = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "infra.cli", "forget", alice],
-                                                env=env, capture_output=True, text=True, timeout=60)
+            before = await read(settings, hub, settings.topics.customer_timeline, "timeline_event")
+            # asked by her email, not by an id she never saw; the command topic carries only its token
+            forgotten = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "infra.cli", "forget", "Alice@X.com"],
+                                                env=env, capture_output=True, text=True, timeout=90)
             assert forgotten.returncode == 0, forgotten.stderr
+            assert f"forgotten: customer {alice}" in forgotten.stdout, forgotten.stdout
             while "Call me" in repr(hub.client.query("SELECT text FROM event_details").result_rows) or \
                     hub.client.query("SELECT count() FROM customer_identities WHERE has(identifiers, 'email:alice@x.com')").result_rows[0][0]:
                 assert time.monotonic() < deadline + 60, "personal data still in ClickHouse"
@@ -223,11 +243,20 @@ def test_forget_erases_personal_data_and_tells_downstream(settings, tmp_path):
             erasures = await read(settings, hub, settings.topics.customer_erasures, "customer_erasure")
             profiles = await read(settings, hub, settings.topics.customer_profiles, "customer_profile")
             amounts = hub.client.query("SELECT sum(amount_minor) FROM timeline_events FINAL").result_rows[0][0]
-            return timeline, erasures, profiles, amounts
+            commands = await read_topic(settings, hub.bootstrap, settings.topics.identity_commands)
+            return before, timeline, erasures, profiles, amounts, commands
 
-    timeline, erasures, profiles, amounts = asyncio.run(scenario())
+    before, timeline, erasures, profiles, amounts, commands = asyncio.run(scenario())
     [(_, erasure)] = erasures
     assert erasure["customer_id"] == alice and alice in erasure["customer_ids"] and erasure["identifiers_removed"] == 1
+    assert erasure["identifier_tokens"] == [key_of(settings, "email:alice@x.com")]
+    assert not any(b"alice" in (record.value or b"").lower() for record in commands)
+    # what was published before the erasure was sealed: her keys are gone, so it no longer opens
+    vault = open_vault(settings)
+    [sealed_ticket] = [r for _, r in before if r["source_id"] == "T-1"]
+    assert sealed_ticket["sealed_details"] and vault.open(sealed_ticket["sealed_details"]) is None
+    assert all(vault.open(i["sealed"]) is None for _, r in before for i in r["identifiers"])
+    assert not any("alice" in repr(r).lower() or "12 34 56" in repr(r) for _, r in before)
     assert profiles[-1][0] != alice or profiles[-1][1] is not None
     assert [value for key, value in profiles if key == alice][-1] is None   # tombstone
     returning = [r for _, r in timeline if r["source_id"] == "W-2"][0]["customer_id"]

@@ -1,0 +1,164 @@
+"""The key vault: where personal data's keys live, in one place, so forgetting a person is destroying keys.
+
+Kafka topics cannot be rewritten (and compacted topics keep older versions for a while), so personal
+data is never written to them in clear: identifiers travel as keyed hashes (tokens: HMAC-SHA256 under
+the hub secret, useless without it), and what must stay readable (an identifier's value, free text) is
+sealed with AES-GCM-SIV under a key of its own subject (an identifier's token, a customer id). Destroying a
+subject's key erases every sealed copy of it, on every topic, changelog and backup, at once.
+
+One SQLite file (`vault.path`, by default <data_dir>/vault.sqlite): every process of a hub on this
+machine (connectors, worker, sink, CLI) opens the same file, and SQLite serializes their writes.
+`secure_delete` overwrites a destroyed key in the file, and the write-ahead log is truncated after
+each destruction. An operator must keep this file safe and backed up: whoever reads it can read
+everything sealed, and losing it makes all sealed data unreadable.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+
+SEALED_MAGIC = b"\xa7\x01"   # a sealed value: magic, subject length (1 byte), subject, 12-byte nonce, ciphertext
+TOKEN_LENGTH = 32            # hex characters of the HMAC kept (128 bits)
+CACHE_CHECK_SECONDS = 0.5    # how stale a process's cached keys may be after another process destroys some
+
+
+class Vault:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._keys: dict[str, bytes] = {}
+        db = self._db()
+        db.execute("CREATE TABLE IF NOT EXISTS secret (id INTEGER PRIMARY KEY CHECK (id = 1), value BLOB NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS subject_keys (subject TEXT PRIMARY KEY, key BLOB NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS destructions (id INTEGER PRIMARY KEY CHECK (id = 1), count INTEGER NOT NULL)")
+        db.execute("INSERT OR IGNORE INTO secret (id, value) VALUES (1, ?)", (os.urandom(32),))
+        db.execute("INSERT OR IGNORE INTO destructions (id, count) VALUES (1, 0)")
+        self.secret = db.execute("SELECT value FROM secret").fetchone()[0]
+        self._destructions, self._checked = self._destruction_count(), time.monotonic()
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA secure_delete = ON")
+            self._local.db = db
+        return db
+
+    # --- tokens -----------------------------------------------------------------------------
+
+    def token(self, text: str) -> str:
+        """A keyed hash of an identifier's canonical text ("email:a@b.c"): equal for equal identifiers,
+        and nobody without the hub secret can test a guess (a phone number's SHA-256 falls to a dictionary)."""
+        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()[:TOKEN_LENGTH]
+
+    # --- sealing ----------------------------------------------------------------------------
+
+    def _destruction_count(self) -> int:
+        return self._db().execute("SELECT count FROM destructions").fetchone()[0]
+
+    def _key(self, subject: str, create: bool) -> bytes | None:
+        if time.monotonic() - self._checked > CACHE_CHECK_SECONDS:
+            # Another process (the worker forgetting someone) may have destroyed keys this one cached.
+            self._checked = time.monotonic()
+            count = self._destruction_count()
+            if count != self._destructions:
+                self._keys.clear()
+                self._destructions = count
+        key = self._keys.get(subject)
+        if key is not None:
+            return key
+        db = self._db()
+        row = db.execute("SELECT key FROM subject_keys WHERE subject = ?", (subject,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            db.execute("INSERT OR IGNORE INTO subject_keys (subject, key) VALUES (?, ?)", (subject, AESGCMSIV.generate_key(256)))
+            row = db.execute("SELECT key FROM subject_keys WHERE subject = ?", (subject,)).fetchone()
+        self._keys[subject] = row[0]
+        return row[0]
+
+    def seal(self, subject: str, plaintext: str | bytes) -> bytes:
+        """plaintext encrypted under the subject's key (created on first use); the subject is named in the
+        result so any holder of the vault can open it, until the key is destroyed. Deterministic (a nonce
+        derived from the plaintext, with the misuse-resistant AES-GCM-SIV): a redelivered event is
+        republished byte for byte as first published, and equal values reveal only that they are equal."""
+        data = plaintext.encode() if isinstance(plaintext, str) else plaintext
+        name = subject.encode()
+        key = self._key(subject, True)
+        nonce = hmac.new(key, data, hashlib.sha256).digest()[:12]
+        return SEALED_MAGIC + bytes([len(name)]) + name + nonce + AESGCMSIV(key).encrypt(nonce, data, name)
+
+    def open(self, sealed: bytes) -> bytes | None:
+        """The plaintext, or None when its subject's key was destroyed (the person was forgotten)."""
+        if not sealed.startswith(SEALED_MAGIC):
+            raise ValueError("not a sealed value")
+        length = sealed[2]
+        name = sealed[3:3 + length]
+        key = self._key(name.decode(), False)
+        if key is None:
+            return None
+        nonce, body = sealed[3 + length:15 + length], sealed[15 + length:]
+        try:
+            return AESGCMSIV(key).decrypt(nonce, body, name)
+        except InvalidTag:  # the subject has a new key (the person came back after being forgotten): not this one
+            return None
+
+    def open_text(self, sealed: bytes | None) -> str | None:
+        if sealed is None:
+            return None
+        opened = self.open(sealed)
+        return None if opened is None else opened.decode()
+
+    # --- forgetting -------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self):
+        """One transaction for the keys created meanwhile (a batch of events), rather than one each."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._keys.clear()  # keys created in it were never stored
+            raise
+        db.execute("COMMIT")
+
+    def destroy(self, subjects: Iterable[str]) -> int:
+        """Destroy these subjects' keys, for good; returns how many existed."""
+        subjects = list(dict.fromkeys(subjects))
+        if not subjects:
+            return 0
+        db = self._db()
+        destroyed = 0
+        for start in range(0, len(subjects), 500):
+            part = subjects[start:start + 500]
+            cursor = db.execute(f"DELETE FROM subject_keys WHERE subject IN ({','.join('?' * len(part))})", part)
+            destroyed += cursor.rowcount
+        db.execute("UPDATE destructions SET count = count + 1")
+        self._keys.clear()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log must not keep a copy of the destroyed keys
+        return destroyed
+
+
+_open: dict[Path, Vault] = {}
+
+
+def open_vault(settings) -> Vault:
+    """This process's vault for these settings (one per file: keys are cached per instance)."""
+    path = Path(settings.vault_path).resolve()
+    if path not in _open:
+        _open[path] = Vault(path)
+    return _open[path]
