@@ -367,6 +367,20 @@ class RecordMapper:
         defaults = {name: f.get("default") for name, f in fields.items() if "default" in f}
         self.template = {**defaults, "channel": config.channel, "connector": config.name}
 
+    def identifiers_of(self, record: Any, lenient: bool = False) -> list[dict]:
+        """The record's customer identifiers; lenient, those that map when others do not (for a record
+        rejected for another reason: its dead letter is sealed for them)."""
+        identifiers = []
+        for kind, mapper, platform in self.identifiers:
+            try:
+                value = mapper(record)
+                if value is not None:
+                    identifiers.append({"kind": kind, "value": value, "platform": platform(record)})
+            except (MappingError, ValueError, TypeError, AttributeError):
+                if not lenient:
+                    raise
+        return identifiers
+
     def map(self, record: Any) -> dict:
         if not isinstance(record, dict):
             raise MappingError(f"expected a JSON object, got {type(record).__name__}")
@@ -377,11 +391,7 @@ class RecordMapper:
             event[name] = money(record, event)
         event["attributes"] = {name: _attribute_text(value) for name, mapper in self.attributes
                                if (value := mapper(record)) is not None}
-        identifiers = []
-        for kind, mapper, platform in self.identifiers:
-            value = mapper(record)
-            if value is not None:
-                identifiers.append({"kind": kind, "value": value, "platform": platform(record)})
+        identifiers = self.identifiers_of(record)
         if not identifiers and self.config.require_identifier:
             raise MappingError(f"no customer identifier (tried {self.tried})")
         event["identifiers"] = identifiers

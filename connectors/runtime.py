@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from connectors.config import ConnectorConfig, FileSource, WebhookSource, load_connector_config, resolve, revenue_warnings
 from connectors.mapping import MappingError, RecordMapper
+from connectors.privacy import EdgeSealer
 from connectors.sources import (HEAD_BYTES, Position, PositionStore, SourceRecord, file_format, head_digest, read_csv,
                                 read_json_document, read_jsonl)
 from infra.kafka import broker_id, consumer_config, ensure_topics, producer_config
@@ -96,6 +97,7 @@ class Connector:
         self.config_path = Path(config_path)
         self.config: ConnectorConfig = load_connector_config(config_path)
         self.mapper = RecordMapper(self.config)
+        self.sealer = EdgeSealer(settings)
         registry = settings.schemas.registry_url
         self.topic = self.config.topic
         self.dead_letter_topic = settings.topics.dead_letters
@@ -107,8 +109,9 @@ class Connector:
 
     # --- mapping, no I/O --------------------------------------------------------------------
 
-    def convert(self, record: SourceRecord) -> tuple[bytes, bytes, str]:
-        """(key, encoded value, event id) of an accepted record; raises MappingError with the reason.
+    def convert(self, record: SourceRecord, seal: bool = True) -> tuple[bytes, bytes, str]:
+        """(key, encoded value, event id) of an accepted record, its personal data sealed (connectors/privacy.py;
+        not for a dry run, which must not create keys); raises MappingError with the reason.
         No record can stop a source: whatever goes wrong with one (an Infinity where an integer belongs,
         nesting deeper than Python recurses, a lone surrogate) is that record's rejection."""
         if record.error:
@@ -120,7 +123,7 @@ class Connector:
         except (RecursionError, ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
             raise MappingError(f"cannot be mapped: {type(error).__name__}: {error}") from None
         try:
-            value = self.codec.encode(event)
+            value = self.codec.encode(self.sealer.seal_event(event) if seal else event)
             key = str(event[self.config.key]).encode()
         except (ValueError, TypeError, ArithmeticError, RecursionError) as error:  # the schema refused a mapped value
             raise MappingError(f"does not fit schema {self.config.schema_name}: {error}") from None
@@ -133,7 +136,7 @@ class Connector:
         """(record, mapped event, None) or (record, None, reason) for each record: the dry run of `check`."""
         for record in records:
             try:
-                self.convert(record)
+                self.convert(record, seal=False)
                 yield record, self.mapper.map(record.value), None
             except MappingError as error:
                 yield record, None, str(error)
@@ -173,8 +176,10 @@ class Connector:
             record_id = self.dead_letter_id(source, record.position, record.raw)
             key, topic = None, self.dead_letter_topic
             raw = record.raw if len(record.raw) <= DEAD_LETTER_HEAD_BYTES else record.raw[:DEAD_LETTER_HEAD_BYTES]
+            named = self.mapper.identifiers_of(record.value, lenient=True) if isinstance(record.value, dict) else []
+            raw, tokens = self.sealer.seal_raw(raw, named)
             value = self.dead_letter_codec.encode(
-                dead_letter(f"connector:{self.config.name}", source, record.position, reason, raw))
+                dead_letter(f"connector:{self.config.name}", source, record.position, reason, raw) | {"identifier_tokens": tokens})
             headers = [("connector", self.config.name.encode()), ("source", printable(source).encode()),
                        ("position", record.position.encode()), ("error", reason[:500].encode())]
         skip_key = f"{record_id}:{hashlib.sha256(record.raw).hexdigest()[:16]}" if by_content else record_id

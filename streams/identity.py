@@ -21,12 +21,11 @@ customer, so replaying the same events in the same order gives the same ids.
 """
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, MutableMapping
 
-from streams.identifiers import Identifier, normalize_all
+from schemas.identifiers import PERSONAL_KINDS, TOKEN_FORM, Identifier, normalize_all, withheld
 
 CUSTOMER_NAMESPACE = uuid.UUID("2b7d3f4e-9c1a-5e8b-a0f2-6f6d6e696875")
 # Strongest first: the identifier that decides whose event it is when signals disagree.
@@ -37,9 +36,6 @@ UNLISTED_KINDS = ("order",)
 # nothing stronger says otherwise; a mention of an order not seen yet claims nothing (it may name a
 # relative's order), so a mention never merges two customers, whichever arrives first.
 MENTION_KIND = "order_mention"
-# Kinds that name a person: the graph keeps them as tokens (keyed hashes) when given a tokenizer.
-PERSONAL_KINDS = ("email", "phone", "loyalty_id", "web_account", "social_handle")
-TOKEN_FORM = re.compile(r"[0-9a-f]{32}")
 
 
 def event_identifiers(event: dict) -> list[dict]:
@@ -88,6 +84,11 @@ class Resolution:
     absorbed: set[str] = field(default_factory=set)
 
 
+def sealed_at_edge(raw: dict) -> bool:
+    """An identifier the connector already read and tokenized (connectors/privacy.py): its value withheld."""
+    return bool(raw.get("token") or (raw.get("note") and not raw.get("value")))
+
+
 def customer_id_for(key: str, salt: str = "") -> str:
     return str(uuid.uuid5(CUSTOMER_NAMESPACE, key + salt))
 
@@ -134,11 +135,20 @@ class IdentityGraph:
 
     def resolve(self, event_id: str, raw_identifiers: list[dict], at: int | None = None) -> Resolution:
         """The customer of an event; at (epoch ms) is when it happened, for the shared-identifier window."""
-        identifiers, dropped = normalize_all(raw_identifiers, self.rules.default_region, self.blocked,
+        # Identifiers sealed at the connector arrive as tokens (with a note when they could not be read).
+        edge = [raw for raw in raw_identifiers if sealed_at_edge(raw)]
+        plain = [raw for raw in raw_identifiers if not sealed_at_edge(raw)] if edge else raw_identifiers
+        identifiers, dropped = normalize_all(plain, self.rules.default_region, self.blocked,
                                             self.rules.phone_fallback_regions)
         identifiers, clear = self.tokenized(identifiers)
+        for raw in edge:
+            if raw.get("token"):
+                identifiers.append(Identifier(raw["kind"], raw["token"]))
+            if raw.get("note"):
+                dropped.append(raw["note"])
         if dropped and self.tokenize is not None:  # warnings are read by roles that may not see personal data
-            dropped = [self._withheld(note, raw_identifiers, clear) for note in dropped]
+            values = [raw["value"] for raw in raw_identifiers] + [text.partition(":")[2] for text in clear.values()]
+            dropped = [withheld(note, values) for note in dropped]
         known = self.events.get(event_id)
         if known is not None:
             # A redelivered event keeps the customer id it was first published with, so every copy of it is the
@@ -225,14 +235,6 @@ class IdentityGraph:
                 identifier = token
             tokenized.append(identifier)
         return tokenized, clear
-
-    @staticmethod
-    def _withheld(note: str, raw_identifiers: list[dict], clear: dict[str, str]) -> str:
-        """A normalization note without the values it quotes (raw, as typed, or canonical)."""
-        values = {str(raw["value"]).strip() for raw in raw_identifiers} | {text.partition(":")[2] for text in clear.values()}
-        for value in sorted((v for v in values if v), key=len, reverse=True):
-            note = note.replace(value, "(withheld)")
-        return note
 
     def identifier_key(self, text: str) -> str:
         """An operator's "kind:value" (as typed: "email:Alice@X.com ") as the graph keys it; a key already in

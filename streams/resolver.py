@@ -86,6 +86,15 @@ class Resolver:
             "streams:resolve-customers", topic, f"partition {partition} offset {offset}", error, value))))
 
     def event(self, event: dict, out: Outputs) -> None:
+        for raw in event["identifiers"]:  # sealed at the connector: keep its sealed value for the profiles
+            if raw.get("token") and raw.get("sealed") and f"{raw['kind']}:{raw['token']}" not in self.sealed:
+                self.sealed[f"{raw['kind']}:{raw['token']}"] = raw["sealed"].hex()
+        if event.get("sealed_personal"):
+            # What the person wrote, for the profile (sentiment, contact channel); sealed as it came, on the
+            # timeline too: the keys of the identifiers it names open it until the person is forgotten.
+            opened = self.vault.open(event["sealed_personal"])
+            personal = orjson.loads(opened) if opened is not None else {}
+            event = {**event, "text": personal.get("text"), "attributes": personal.get("attributes") or {}}
         result = self.graph.resolve(event["event_id"], event_identifiers(event), profile_state.millis(event["occurred_at"]))
         customer_id = result.customer_id
         if not result.duplicate:  # a redelivered event changes no state
@@ -105,7 +114,8 @@ class Resolver:
             "amount_minor": event["total_minor"], "currency": event["currency"],
             # orjson: the same compact UTF-8 JSON as json.dumps(separators=(",", ":"), ensure_ascii=False), 5x faster
             "payload_json": orjson.dumps(payload).decode(),
-            "sealed_details": self.vault.seal(f"customer:{customer_id}", orjson.dumps(details)) if details else None,
+            "sealed_details": event.get("sealed_personal") or (
+                self.vault.seal(f"customer:{customer_id}", orjson.dumps(details)) if details else None),
         }
         out.sends.append((self.topics.customer_timeline, customer_id.encode(), self.codecs["timeline_event"].encode(timeline)))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.vault import Vault
-from streams.identity import PERSONAL_KINDS, TOKEN_FORM
+from schemas.identifiers import PERSONAL_KINDS, TOKEN_FORM
 
 MARKER = "identifier_keys"   # meta key: "tokens" once the state holds no identifier in clear
 

@@ -25,6 +25,7 @@ from connectors.runtime import run_connector
 from infra.broker import EmbeddedBroker
 from infra.hub import Hub, child_environment
 from infra.kafka import broker_id, ensure_topics, read_topic
+from infra.vault import open_vault
 from infra.processes import pid_alive
 from infra.supervision import ChildKeepsFailing, RestartPolicy
 from schemas.serde import codec
@@ -305,7 +306,9 @@ def test_no_record_stops_a_file_connector(settings, tmp_path):
     assert csv_report.reconciles and csv_report.rejected >= 1
     assert any("not valid utf-8: byte 0xff" in reason for reason in csv_report.reasons), csv_report.reasons
     big = [d for d in (decode(m.value) for m in letters) if d["position"] == "line 4"][0]
-    assert len(big["raw"]) == 64 * 1024, "the dead letter keeps the head of a record too large for the broker"
+    assert big["identifier_tokens"], "it names a customer: its raw record is sealed for them"
+    raw = open_vault(settings).open(big["raw"])
+    assert len(raw) == 64 * 1024, "the dead letter keeps the head of a record too large for the broker"
 
 
 def test_webhook_answers_every_bad_request_without_a_500(settings, tmp_path):

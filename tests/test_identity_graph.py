@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.identifiers import normalize_email, normalize_phone, normalize_phone_noted
+from schemas.identifiers import normalize_email, normalize_phone, normalize_phone_noted
 from streams.identity import IdentityGraph, IdentityRules, customer_id_for, event_identifiers
 
 

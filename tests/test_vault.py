@@ -58,3 +58,14 @@ def test_keys_created_in_a_batch_that_fails_are_not_kept(tmp_path):
             sealed = vault.seal("email:t1", "x")
             raise RuntimeError("the batch failed")
     assert vault.open(sealed) is None
+
+
+def test_a_value_sealed_for_several_subjects_opens_until_all_their_keys_are_destroyed(tmp_path):
+    vault = Vault(tmp_path / "vault.sqlite")
+    record = vault.seal_for(["email:t1", "phone:t2"], '{"text": "call me on 0612345678"}')
+    assert record == vault.seal_for(["email:t1", "phone:t2"], '{"text": "call me on 0612345678"}')
+    assert b"0612345678" not in record and vault.open(record) == b'{"text": "call me on 0612345678"}'
+    vault.destroy(["email:t1"])
+    assert vault.open(record) is not None          # still a key of someone it names
+    vault.destroy(["phone:t2"])
+    assert vault.open(record) is None

@@ -53,7 +53,7 @@ def pairwise(assignments: dict[str, str], truth: dict[str, str]) -> tuple[float,
 
 def shared_identifiers(events: list[dict], assignments: dict, truth: dict, customers: list[str]) -> list[tuple[str, set]]:
     """For each given customer: the identifiers that more than one of its people used."""
-    from streams.identifiers import normalize
+    from schemas.identifiers import normalize
 
     wanted = set(customers)
     users = defaultdict(lambda: defaultdict(set))

@@ -6,11 +6,15 @@ matching with a reason, never raised: the event still goes on the timeline.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import NamedTuple
 
 import phonenumbers
 
+# Kinds that name a person: kept as tokens (keyed hashes, infra/vault.py) everywhere past the connectors.
+PERSONAL_KINDS = ("email", "phone", "loyalty_id", "web_account", "social_handle")
+TOKEN_FORM = re.compile(r"[0-9a-f]{32}")   # a token's value: the vault's HMAC, 32 hex digits
 # Mail providers that ignore dots and +tags in the local part: only there is removing them safe.
 DOT_BLIND_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
 
@@ -139,3 +143,11 @@ def normalize_all(raw_identifiers: list[dict], default_region: str, blocked: set
         if identifier not in identifiers:
             identifiers.append(identifier)
     return identifiers, notes
+
+
+def withheld(note: str, values) -> str:
+    """A note without the identifier values it quotes (raw, as typed, or canonical): warnings and dead
+    letters are read by roles that may not see personal data."""
+    for value in sorted((str(v).strip() for v in values if v and str(v).strip()), key=len, reverse=True):
+        note = note.replace(value, "(withheld)")
+    return note
