@@ -561,7 +561,31 @@ def forget(ctx: click.Context, who: str, reason: str, timeout: float) -> None:
         return
     click.echo(f"forgotten: customer {erasure['customer_id']} ({len(erasure['customer_ids'])} id(s): "
                f"{', '.join(erasure['customer_ids'])}); {erasure['identifiers_removed']} identifier(s) removed and "
-               "their keys destroyed; the sink deletes their rows in ClickHouse as it reads the erasure")
+               "their keys destroyed")
+    click.echo(_wait_for_clickhouse_erasure(settings, erasure, timeout))
+
+
+ERASED_ROWS = ("SELECT (SELECT count() FROM customer_identities FINAL WHERE customer_id IN {ids:Array(String)} AND deleted = 0)"
+               " + (SELECT count() FROM event_details WHERE customer_id IN {ids:Array(String)})"
+               " + (SELECT count() FROM dead_letters WHERE hasAny(identifier_tokens, {tokens:Array(String)})) AS left")
+
+
+def _wait_for_clickhouse_erasure(settings: Settings, erasure: dict, timeout: float) -> str:
+    """Until the sink has deleted the person's rows (customer identities, event details, dead letters)."""
+    if settings.embedded_clickhouse and not _hub_state(settings).get("query_url"):
+        return "ClickHouse not checked: no running hub answers queries here; its sink deletes their rows when it reads the erasure"
+    parameters = {"ids": erasure["customer_ids"], "tokens": erasure["identifier_tokens"] or [""]}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            left = _read_only_query(settings, ERASED_ROWS, parameters)[1][0][0]
+        except click.ClickException as error:
+            return f"ClickHouse not checked: {error.message}"
+        if not left:
+            return "ClickHouse: their identities, event details and dead letters are deleted"
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"ClickHouse still holds {left} of their rows after {timeout:.0f} s: is the sink running?")
+        time.sleep(0.5)
 
 
 def _send_identity_command(settings: Settings, command: dict, answer_topic: str | None = None,

@@ -84,6 +84,16 @@ def test_run_then_connector_and_query_from_other_processes(settings, tmp_path):
         report = omnihub("report", "purchasing", env=env)
         assert report.returncode == 0 and "(skipped: needs --param campaign=...)" in report.stdout, report.stderr
         assert omnihub("report", "astrology", env=env).returncode == 2
+        # forgetting by email, from another process: done when the worker has answered and ClickHouse is clean
+        deadline = time.monotonic() + 60
+        while "bruno.leroy@example.org" not in omnihub("query", "SELECT identifiers FROM customer_identities FINAL", env=env).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        forgotten = omnihub("forget", "Bruno.Leroy@example.org", env=env)
+        assert forgotten.returncode == 0, forgotten.stderr
+        assert "forgotten: customer" in forgotten.stdout and "ClickHouse: their identities, event details and dead " \
+            "letters are deleted" in forgotten.stdout, forgotten.stdout
+        assert "bruno.leroy" not in omnihub("query", "SELECT identifiers FROM customer_identities FINAL", env=env).stdout
         refused = omnihub("query", "DROP TABLE timeline_events", env=env)
         assert refused.returncode != 0 and "refused: only reading statements" in refused.stderr
     finally:
