@@ -179,7 +179,7 @@ class Connector:
             named = self.mapper.identifiers_of(record.value, lenient=True) if isinstance(record.value, dict) else []
             raw, tokens = self.sealer.seal_raw(raw, named)
             value = self.dead_letter_codec.encode(
-                dead_letter(f"connector:{self.config.name}", source, record.position, reason, raw) | {"identifier_tokens": tokens})
+                dead_letter(f"connector:{self.config.name}", source, record.position, reason, raw, tokens))
             headers = [("connector", self.config.name.encode()), ("source", printable(source).encode()),
                        ("position", record.position.encode()), ("error", reason[:500].encode())]
         skip_key = f"{record_id}:{hashlib.sha256(record.raw).hexdigest()[:16]}" if by_content else record_id

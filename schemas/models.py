@@ -23,12 +23,14 @@ def event_id(channel: str, source_id: str) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-def dead_letter(component: str, source: str, position: str, error: str | Exception, raw: bytes | None) -> dict:
-    """The record for schemas/avro/dead_letter.avsc; an exception is described by its type and message."""
+def dead_letter(component: str, source: str, position: str, error: str | Exception, raw: bytes | None,
+                identifier_tokens: list[str] | None = None) -> dict:
+    """The record for schemas/avro/dead_letter.avsc; an exception is described by its type and message.
+    identifier_tokens: the people the raw record names, when it is sealed for them."""
     if isinstance(error, Exception):
         error = f"{type(error).__name__}: {error}"
     return {"component": component, "source": source, "position": position, "error": error, "raw": raw or b"",
-            "rejected_at": datetime.now(timezone.utc)}
+            "rejected_at": datetime.now(timezone.utc), "identifier_tokens": identifier_tokens or []}
 
 
 def to_minor_units(value: Decimal | str | int | float, field: str) -> int:

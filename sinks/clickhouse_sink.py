@@ -105,7 +105,7 @@ def split_personal(payload_json: str) -> tuple[str, str | None, dict | None]:
 def dead_letter_row(component: str, message, error: str | Exception) -> list:
     letter = dead_letter(component, message.topic, f"partition {message.partition} offset {message.offset}", error,
                          message.value)
-    return [letter.get(column, []) for column in DEAD_LETTER_COLUMNS]
+    return [letter[column] for column in DEAD_LETTER_COLUMNS]
 
 
 class ClickHouseSink:

@@ -9,7 +9,7 @@ import pytest
 from schemas.serde import DecodeError, codec, schema_fingerprint, schema_json
 
 DEAD_LETTER = {"component": "connector:x", "source": "f.jsonl", "position": "line 3", "error": "bad",
-               "raw": b"\x00raw", "rejected_at": datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)}
+               "raw": b"\x00raw", "rejected_at": datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc), "identifier_tokens": []}
 
 
 def test_single_object_encoding_frame_and_round_trip():
