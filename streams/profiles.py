@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, insort
 
+READS_PERSONAL = ("support", "social")   # channels whose text and attributes fold() reads (tickets, contacts, sentiment)
 MAX_ORDERS = 200   # kept per profile for re-purchase and 12-month revenue; bounded so a profile stays small
 YEAR_MS = 365 * 86_400_000
 DAY_MS = 86_400_000

@@ -66,10 +66,15 @@ def clickhouse_location(backend: str, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def settings(kafka_bootstrap: str, clickhouse_location: dict, tmp_path: Path) -> Settings:
+    return isolated_settings(kafka_bootstrap, clickhouse_location, tmp_path)
+
+
+def isolated_settings(kafka_bootstrap: str, clickhouse_location: dict, data_dir: Path) -> Settings:
+    """Settings of their own topics, groups and ClickHouse database, on the shared servers."""
     suffix = uuid.uuid4().hex[:8]
     return load_settings(
         None,
-        data_dir=tmp_path,
+        data_dir=data_dir,
         kafka={"bootstrap_servers": kafka_bootstrap},
         clickhouse={**clickhouse_location, "database": f"test_{suffix}", "query_port": 0},
         topics={"channel_pattern": rf"^ch-{suffix}\.", "customer_timeline": f"timeline-{suffix}",
