@@ -602,7 +602,14 @@ def _send_identity_command(settings: Settings, command: dict, answer_topic: str 
         consumer = None
         if answer_topic is not None:  # positioned before sending, so the answer cannot be missed
             consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-            partitions = [TopicPartition(answer_topic, p) for p in consumer.partitions_for_topic(answer_topic) or []]
+            deadline = time.monotonic() + 10
+            while not consumer.partitions_for_topic(answer_topic):  # None until the client's metadata has it
+                if time.monotonic() > deadline:
+                    raise click.ClickException(f"no topic {answer_topic} on the broker at {bootstrap}: is the hub "
+                                               "set up (`omnihub run` or `omnihub topics create`)?")
+                consumer.topics()  # fetches the cluster's metadata again
+                time.sleep(0.2)
+            partitions = [TopicPartition(answer_topic, p) for p in consumer.partitions_for_topic(answer_topic)]
             consumer.assign(partitions)
             consumer.seek_to_end()
             for partition in partitions:
