@@ -32,9 +32,14 @@ class EdgeSealer:
         self.blocked = {value.lower() for value in rules.blocked_values}
         self._token = lru_cache(maxsize=SEALED_CACHE_MAX)(self.vault.token)
         self._sealed: dict[str, bytes] = {}
+        self._read_cached = lru_cache(maxsize=SEALED_CACHE_MAX)(self._read_value)  # a person's identifiers come back
 
     def _read(self, raw: dict) -> tuple[str | None, str | None, str | None]:
         """(token key, canonical kind:value, note without the value) of one identifier as mapped."""
+        return self._read_cached(raw["kind"], raw["value"], raw.get("platform"))
+
+    def _read_value(self, kind: str, value: str, platform: str | None) -> tuple[str | None, str | None, str | None]:
+        raw = {"kind": kind, "value": value, "platform": platform}
         identifiers, notes = normalize_all([raw], self.region, self.blocked, self.fallback)
         note = "; ".join(withheld(n, [raw["value"], *(i.value for i in identifiers)]) for n in notes) or None
         if not identifiers:

@@ -161,8 +161,7 @@ class Webhook:
                     chunk = list(itertools.islice(records, CHUNK_RECORDS))
                     if not chunk:
                         break
-                    outcomes = [await self.connector.send(record, self.report.source, self.recent, by_content=True)
-                                for record in chunk]
+                    outcomes = await self.connector.send_many(chunk, self.report.source, self.recent, by_content=True)
                     await self.connector.settle(outcomes, batch, {})
                     for outcome in outcomes:
                         self.recent[outcome.skip_key] = None

@@ -14,7 +14,6 @@ everything sealed, and losing it makes all sealed data unreadable.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import sqlite3
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 SEALED_MAGIC = b"\xa7\x01"   # a sealed value: magic, subject length (1 byte), subject, 12-byte nonce, ciphertext
 ENVELOPE_MAGIC = b"\xa7\x02"  # sealed for several subjects: magic, n, n x (2-byte length, data key sealed for one), nonce, ciphertext
 TOKEN_LENGTH = 32            # hex characters of the HMAC kept (128 bits)
+FIXED_NONCE = bytes(12)
 CACHE_CHECK_SECONDS = 0.5    # how stale a process's cached keys may be after another process destroys some
 
 
@@ -39,6 +39,7 @@ class Vault:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._keys: dict[str, bytes] = {}
+        self._ciphers: dict[bytes, AESGCMSIV] = {}
         db = self._db()
         db.execute("CREATE TABLE IF NOT EXISTS secret (id INTEGER PRIMARY KEY CHECK (id = 1), value BLOB NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS subject_keys (subject TEXT PRIMARY KEY, key BLOB NOT NULL)")
@@ -65,7 +66,7 @@ class Vault:
     def token(self, text: str) -> str:
         """A keyed hash of an identifier's canonical text ("email:a@b.c"): equal for equal identifiers,
         and nobody without the hub secret can test a guess (a phone number's SHA-256 falls to a dictionary)."""
-        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()[:TOKEN_LENGTH]
+        return hmac.digest(self.secret, text.encode(), "sha256").hex()[:TOKEN_LENGTH]
 
     # --- sealing ----------------------------------------------------------------------------
 
@@ -88,10 +89,21 @@ class Vault:
         if row is None:
             if not create:
                 return None
-            db.execute("INSERT OR IGNORE INTO subject_keys (subject, key) VALUES (?, ?)", (subject, AESGCMSIV.generate_key(256)))
-            row = db.execute("SELECT key FROM subject_keys WHERE subject = ?", (subject,)).fetchone()
+            new = AESGCMSIV.generate_key(256)
+            if db.execute("INSERT OR IGNORE INTO subject_keys (subject, key) VALUES (?, ?)", (subject, new)).rowcount:
+                row = (new,)
+            else:  # another process created it meanwhile
+                row = db.execute("SELECT key FROM subject_keys WHERE subject = ?", (subject,)).fetchone()
         self._keys[subject] = row[0]
         return row[0]
+
+    def _cipher(self, key: bytes) -> AESGCMSIV:
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            if len(self._ciphers) >= 100_000:
+                self._ciphers.clear()
+            cipher = self._ciphers[key] = AESGCMSIV(key)
+        return cipher
 
     def seal(self, subject: str, plaintext: str | bytes) -> bytes:
         """plaintext encrypted under the subject's key (created on first use); the subject is named in the
@@ -101,8 +113,8 @@ class Vault:
         data = plaintext.encode() if isinstance(plaintext, str) else plaintext
         name = subject.encode()
         key = self._key(subject, True)
-        nonce = hmac.new(key, data, hashlib.sha256).digest()[:12]
-        return SEALED_MAGIC + bytes([len(name)]) + name + nonce + AESGCMSIV(key).encrypt(nonce, data, name)
+        nonce = hmac.digest(key, data, "sha256")[:12]
+        return SEALED_MAGIC + bytes([len(name)]) + name + nonce + self._cipher(key).encrypt(nonce, data, name)
 
     def seal_for(self, subjects: list[str], plaintext: str | bytes) -> bytes:
         """plaintext readable with the key of any of these subjects (a record naming a person by email and
@@ -111,11 +123,19 @@ class Vault:
         if not subjects:
             raise ValueError("seal_for needs at least one subject")
         data = plaintext.encode() if isinstance(plaintext, str) else plaintext
-        data_key = hmac.new(self.secret, b"data-key|" + data, hashlib.sha256).digest()
-        nonce = hmac.new(data_key, data, hashlib.sha256).digest()[:12]
-        wrapped = [self.seal(subject, data_key) for subject in dict.fromkeys(subjects)]
+        data_key = hmac.digest(self.secret, b"data-key|" + data, "sha256")
+        # One data key per plaintext, so a fixed nonce never meets two plaintexts under one key; SIV
+        # makes wrapping the same data key again give the same bytes (and reveal nothing else).
+        nonce = FIXED_NONCE
+        wrapped = [self._wrap(subject, data_key) for subject in dict.fromkeys(subjects)]
         return b"".join([ENVELOPE_MAGIC, bytes([len(wrapped)]), *(len(w).to_bytes(2, "big") + w for w in wrapped),
                          nonce, AESGCMSIV(data_key).encrypt(nonce, data, None)])
+
+    def _wrap(self, subject: str, data_key: bytes) -> bytes:
+        """seal() of a data key, without deriving a nonce: SIV with a fixed one is deterministic and safe."""
+        name = subject.encode()
+        cipher = self._cipher(self._key(subject, True))
+        return SEALED_MAGIC + bytes([len(name)]) + name + FIXED_NONCE + cipher.encrypt(FIXED_NONCE, data_key, name)
 
     def open(self, sealed: bytes) -> bytes | None:
         """The plaintext, or None when its subject's key was destroyed (the person was forgotten)."""
@@ -130,7 +150,7 @@ class Vault:
             return None
         nonce, body = sealed[3 + length:15 + length], sealed[15 + length:]
         try:
-            return AESGCMSIV(key).decrypt(nonce, body, name)
+            return self._cipher(key).decrypt(nonce, body, name)
         except InvalidTag:  # the subject has a new key (the person came back after being forgotten): not this one
             return None
 
