@@ -557,7 +557,8 @@ def forget(ctx: click.Context, who: str, reason: str, timeout: float) -> None:
     erasure = _send_identity_command(settings, command, answer_topic=settings.topics.customer_erasures,
                                      timeout=timeout)
     if not erasure["customer_ids"]:
-        click.echo("nobody is known by that identifier: nothing to forget (its key, if any, was destroyed)")
+        click.echo(f"nobody is known as {who}: nothing to forget" + (" (the identifier's key, if any, was destroyed)"
+                                                                   if "identifier" in command else ""))
         return
     click.echo(f"forgotten: customer {erasure['customer_id']} ({len(erasure['customer_ids'])} id(s): "
                f"{', '.join(erasure['customer_ids'])}); {erasure['identifiers_removed']} identifier(s) removed and "

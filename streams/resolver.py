@@ -158,17 +158,16 @@ class Resolver:
         or an identifier's token key (the CLI tokenizes it: the command topic never carries the value)."""
         request_id = command.get("request_id")
         identifier = command.get("identifier")
-        if identifier:
-            owner = self.graph.owner(identifier)
-            if owner is None:  # nobody is known by it: its key goes anyway, in case anything was sealed under it
+        named = self.graph.owner(identifier) if identifier else command["customer_id"]
+        known = named is not None and self.graph.clusters.get(self.graph.current(named)) is not None
+        if not known:  # nobody by that name: an identifier's key goes anyway, in case anything was sealed under it
+            if identifier:
                 self.vault.destroy([identifier])
-                out.sends.append((self.topics.customer_erasures, None, self.codecs["customer_erasure"].encode(
-                    {"customer_id": "", "customer_ids": [], "identifiers_removed": 0, "identifier_tokens": [identifier],
-                     "reason": command.get("reason") or "erasure request", "at": self.now(), "request_id": request_id})))
-                return
-            named = owner
-        else:
-            named = command["customer_id"]
+            out.sends.append((self.topics.customer_erasures, None, self.codecs["customer_erasure"].encode(
+                {"customer_id": "", "customer_ids": [], "identifiers_removed": 0,
+                 "identifier_tokens": [identifier] if identifier else [],
+                 "reason": command.get("reason") or "erasure request", "at": self.now(), "request_id": request_id})))
+            return
         customer_id, removed = self.graph.forget(named)
         profile = self.profiles.get(customer_id) or profile_state.empty(customer_id)
         if customer_id in self.profiles:

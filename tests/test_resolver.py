@@ -56,3 +56,21 @@ def test_a_threshold_move_republishes_every_customer_it_flips_and_only_them(tmp_
     assert resolver.best_threshold == 400_000
     assert {p["online_revenue_minor"]: p["best_customer"] for p in flipped.values()} == {
         90_000: False, 100_000: False}
+
+
+def test_forgetting_someone_unknown_answers_with_nobody_rather_than_an_error(tmp_path):
+    settings = load_settings(None, data_dir=tmp_path)
+    resolver = Resolver(settings, StateStore(tmp_path / "state"))
+    out = Outputs()
+    resolver.event(order(1, 1_000), out)
+    decode = codec("customer_erasure").decode
+    for command in ({"customer_id": "no-such-customer"}, {"identifier": resolver.graph.identifier_key("email:nobody@x.com")}):
+        out = Outputs()
+        resolver.command({"command": "forget", "request_id": "r1", **command}, out)
+        [(topic, _, value)] = out.sends
+        answer = decode(value)
+        assert topic == settings.topics.customer_erasures and answer["customer_ids"] == [] and answer["request_id"] == "r1"
+    out = Outputs()
+    resolver.command({"command": "forget", "request_id": "r2", "identifier": resolver.graph.identifier_key("email:p1@x.com")}, out)
+    answer = decode([v for t, _, v in out.sends if t == settings.topics.customer_erasures][0])
+    assert answer["customer_ids"] == [resolver.graph.events["e-1-0"]] and answer["identifiers_removed"] == 1
