@@ -134,7 +134,7 @@ class ClickHouseSink:
             return
         profile = self.profile_codec.decode(message.value)
         batch.profiles.add([profile[column] for column in PROFILE_COLUMNS] + [0, updated], message)
-        if profile.get("sealed_identifiers") is not None and (profile["sealed_identifiers"] or not profile["identifiers"]):
+        if profile["sealed_identifiers"]:
             identifiers = [value for sealed in profile["sealed_identifiers"] if (value := self.vault.open_text(sealed))]
         else:  # written before identifiers were sealed: kind:value in clear
             identifiers = profile["identifiers"]

@@ -86,9 +86,6 @@ class Resolver:
             "streams:resolve-customers", topic, f"partition {partition} offset {offset}", error, value))))
 
     def event(self, event: dict, out: Outputs) -> None:
-        for raw in event["identifiers"]:  # sealed at the connector: keep its sealed value for the profiles
-            if raw.get("token") and raw.get("sealed") and f"{raw['kind']}:{raw['token']}" not in self.sealed:
-                self.sealed[f"{raw['kind']}:{raw['token']}"] = raw["sealed"].hex()
         if event.get("sealed_personal") and event["channel"] in profile_state.READS_PERSONAL:
             # What the person wrote, for the profile (sentiment, contact channel); sealed as it came, on the
             # timeline too: the keys of the identifiers it names open it until the person is forgotten.
@@ -106,6 +103,8 @@ class Resolver:
         else:  # its profile is published again: the worker may have stopped after the state, before the outputs
             out.changed.add(self.graph.current(customer_id))
         payload = {name: event[name] for name in PAYLOAD_FIELDS if event.get(name) not in (None, [], {})}
+        given = {f"{raw['kind']}:{raw['token']}": raw["sealed"] for raw in event["identifiers"]  # sealed at the connector
+                 if raw.get("token") and raw.get("sealed")}
         details = {name: event[name] for name in SEALED_FIELDS if event.get(name) not in (None, [], {})}
         sealed_details = event.get("sealed_personal")  # sealed at the connector: passed on as it came
         if sealed_details is None and details:
@@ -116,7 +115,7 @@ class Resolver:
         timeline = {
             "event_id": event["event_id"], "event_time": event["occurred_at"], "channel": event["channel"],
             "event_type": event["event_type"], "customer_id": customer_id, "source_id": event["source_id"],
-            "identifiers": [{"kind": i.kind, "value": i.value, "sealed": self.sealed_identifier(i.key, result.clear)}
+            "identifiers": [{"kind": i.kind, "value": i.value, "sealed": self.sealed_identifier(i.key, result.clear, given)}
                             for i in result.identifiers if i.kind not in TIMELINE_KINDS_EXCLUDED],
             "amount_minor": event["total_minor"], "currency": event["currency"],
             # orjson: the same compact UTF-8 JSON as json.dumps(separators=(",", ":"), ensure_ascii=False), 5x faster
@@ -125,9 +124,15 @@ class Resolver:
         }
         out.sends.append((self.topics.customer_timeline, customer_id.encode(), self.codecs["timeline_event"].encode(timeline)))
 
-    def sealed_identifier(self, key: str, clear: dict[str, str]) -> bytes | None:
-        """An identifier's kind:value sealed under its own key (once: kept in the state, so profiles can be
-        published again without the value); None for what is not personal (store terminals)."""
+    def sealed_identifier(self, key: str, clear: dict[str, str], given: dict[str, bytes]) -> bytes | None:
+        """An identifier's kind:value sealed under its own key: as the connector sealed it (given), else sealed
+        here from its clear value (a record from before the connectors sealed). Kept in the state once, so
+        profiles can be published again without the value; None for what is not personal (store terminals)."""
+        sealed = given.get(key)
+        if sealed is not None:
+            if key not in self.sealed:
+                self.sealed[key] = sealed.hex()
+            return sealed
         sealed = self.sealed.get(key)
         if sealed is None:
             value = clear.get(key)
@@ -156,17 +161,13 @@ class Resolver:
         customer id they had are destroyed, so every sealed copy (timeline, profiles, changelog, anyone's
         backup) is unreadable; the erasure says what downstream must delete. A request names a customer id
         or an identifier's token key (the CLI tokenizes it: the command topic never carries the value)."""
-        request_id = command.get("request_id")
         identifier = command.get("identifier")
         named = self.graph.owner(identifier) if identifier else command["customer_id"]
         known = named is not None and self.graph.clusters.get(self.graph.current(named)) is not None
         if not known:  # nobody by that name: an identifier's key goes anyway, in case anything was sealed under it
             if identifier:
                 self.vault.destroy([identifier])
-            out.sends.append((self.topics.customer_erasures, None, self.codecs["customer_erasure"].encode(
-                {"customer_id": "", "customer_ids": [], "identifiers_removed": 0,
-                 "identifier_tokens": [identifier] if identifier else [],
-                 "reason": command.get("reason") or "erasure request", "at": self.now(), "request_id": request_id})))
+            self._erasure(command, "", [], [identifier] if identifier else [], 0, out)
             return
         customer_id, removed = self.graph.forget(named)
         profile = self.profiles.get(customer_id) or profile_state.empty(customer_id)
@@ -177,12 +178,17 @@ class Resolver:
                 del self.sealed[key]
         ids = sorted({customer_id, named, *profile["merged_ids"]})
         self.vault.destroy([*removed, *(f"customer:{i}" for i in ids)])
-        out.sends.append((self.topics.customer_erasures, customer_id.encode(), self.codecs["customer_erasure"].encode(
-            {"customer_id": customer_id, "customer_ids": ids, "identifiers_removed": len(removed),
-             "identifier_tokens": removed, "reason": command.get("reason") or "erasure request", "at": self.now(),
-             "request_id": request_id})))
+        self._erasure(command, customer_id, ids, removed, len(removed), out)
         out.absorbed.add(customer_id)  # a tombstone on customer-profiles
         out.changed.discard(customer_id)
+
+    def _erasure(self, command: dict, customer_id: str, ids: list[str], tokens: list[str], removed: int,
+                 out: Outputs) -> None:
+        """The answer on customer-erasures: what downstream must delete, and which request it answers."""
+        out.sends.append((self.topics.customer_erasures, customer_id.encode() or None, self.codecs["customer_erasure"].encode(
+            {"customer_id": customer_id, "customer_ids": ids, "identifiers_removed": removed, "identifier_tokens": tokens,
+             "reason": command.get("reason") or "erasure request", "at": self.now(),
+             "request_id": command.get("request_id")})))
 
     def _changes(self, result: Resolution, out: Outputs) -> None:
         for merge in result.merges:
