@@ -122,7 +122,7 @@ def demo(ctx: click.Context, timeout: float) -> None:
     settings = _settings(ctx)
     demo_dir = Path(settings.data_dir) / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
-    updates = {"data_dir": demo_dir}
+    updates = {"data_dir": demo_dir, "console": settings.console.model_copy(update={"enabled": False})}
     if settings.embedded_clickhouse:
         updates["clickhouse"] = settings.clickhouse.model_copy(update={"embedded_path": demo_dir / "chdb", "query_port": 0})
     asyncio.run(_demo(settings.model_copy(update=updates), timeout))
@@ -155,7 +155,8 @@ def run(ctx: click.Context, connector_configs: tuple[str, ...]) -> None:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 asyncio.get_running_loop().add_signal_handler(signum, hub.request_stop)
             click.echo(f"hub running (pid {os.getpid()}): broker {hub.bootstrap} ({hub.status()['storage']}), "
-                       f"queries {hub.query_server.address if hub.query_server else 'direct'}; Ctrl-C stops it")
+                       f"queries {hub.query_server.address if hub.query_server else 'direct'}"
+                       + (f", console {hub.console.address}" if hub.console else "") + "; Ctrl-C stops it")
             loaded = [_load_connector(config, settings, hub.bootstrap) for config in connector_configs]
             runs = asyncio.create_task(_run_connectors(settings, hub.bootstrap, loaded, hub.stopping))
             try:
@@ -513,17 +514,9 @@ def identity() -> None:
 PHONE_LIKE = re.compile(r"^\+?[\d\s().-]{6,}$")   # what is not an email, kind:value or phone is a customer id
 
 
-def _identifier_graph(settings: Settings):
-    """An empty identity graph with the hub's rules and vault: it turns "kind:value" into the token key the
-    worker's graph uses."""
-    from infra.vault import open_vault
-    from streams.identity import IdentityGraph
-    from streams.resolver import identity_rules
-
-    return IdentityGraph(identity_rules(settings), {}, {}, {}, {}, {}, {}, tokenize=open_vault(settings).token)
-
-
 def _forget_command(settings: Settings, who: str, reason: str) -> dict:
+    from infra.identity_commands import identifier_graph
+
     """A customer id, or an identifier (kind:value, or a bare email or phone) turned into its token key
     here: the command topic never carries the value."""
     command = {"command": "forget", "reason": reason, "request_id": str(uuid.uuid4())}
@@ -537,7 +530,7 @@ def _forget_command(settings: Settings, who: str, reason: str) -> dict:
     else:
         return {**command, "customer_id": text}
     try:
-        return {**command, "identifier": _identifier_graph(settings).identifier_key(text)}
+        return {**command, "identifier": identifier_graph(settings).identifier_key(text)}
     except ValueError as error:
         raise click.UsageError(str(error)) from None
 
@@ -598,7 +591,9 @@ def _send_identity_command(settings: Settings, command: dict, answer_topic: str 
     # The one line below says what happened; the client's own connection errors would say it again.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
-        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+        from kafka import KafkaConsumer, TopicPartition
+
+        from infra.identity_commands import publish_command
 
         consumer = None
         if answer_topic is not None:  # positioned before sending, so the answer cannot be missed
@@ -615,12 +610,7 @@ def _send_identity_command(settings: Settings, command: dict, answer_topic: str 
             consumer.seek_to_end()
             for partition in partitions:
                 consumer.position(partition)
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=10_000)
-        try:
-            key = command.get("customer_id") or command.get("request_id") or ""
-            producer.send(settings.topics.identity_commands, json.dumps(command).encode(), key=key.encode()).get(timeout=30)
-        finally:
-            producer.close()
+        publish_command(settings, bootstrap, command)
         if consumer is None:
             return None
         from schemas.serde import codec
@@ -650,16 +640,14 @@ def _send_identity_command(settings: Settings, command: dict, answer_topic: str 
 @click.pass_context
 def identity_split(ctx: click.Context, customer_id: str, identifiers: tuple[str, ...], reason: str) -> None:
     """Undo a wrong merge: move identifiers off CUSTOMER_ID to a new customer that will not be merged back."""
+    from infra.identity_commands import split_command
+
     settings = _settings(ctx)
-    graph = _identifier_graph(settings)
-    keys = []
-    for identifier in identifiers:
-        try:  # as token keys: the command topic never carries the values
-            keys.append(graph.identifier_key(identifier))
-        except ValueError as error:
-            raise click.UsageError(f"--identifier {identifier!r}: {error}") from None
-    _send_identity_command(settings, {"command": "split", "customer_id": customer_id, "identifiers": keys,
-                                      "reason": reason})
+    try:  # as token keys: the command topic never carries the values
+        command = split_command(settings, customer_id, list(identifiers), reason)
+    except ValueError as error:
+        raise click.UsageError(f"--identifier {error}") from None
+    _send_identity_command(settings, command)
     click.echo(f"split sent to {settings.topics.identity_commands}; the result appears on {settings.topics.identity_merges}")
 
 

@@ -21,6 +21,7 @@ from infra.supervision import ChildKeepsFailing, ChildState, ProcessChild, Resta
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
 from sinks.query_server import QueryServer
+from sinks.read_only import run_read_only
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Hub:
         self.broker_id = ""
         self.worker: WorkerProcess | None = None
         self.query_server: QueryServer | None = None
+        self.console = None  # console.server.ConsoleServer
         self.client: LockedClient | None = None
         self.sink: ClickHouseSink | None = None
         self.sink_state = ChildState("sink")
@@ -143,6 +145,8 @@ class Hub:
         if self.serve_queries:
             self.query_server = QueryServer(s, s.clickhouse.query_host, s.clickhouse.query_port).start()
             log.info("answering queries for embedded ClickHouse at %s", self.query_server.address)
+        if s.console.enabled:
+            self._start_console()
         if self.start_worker:
             self.worker = WorkerProcess(s, self.bootstrap).start()
             worker = self.worker
@@ -161,6 +165,25 @@ class Hub:
         if self.state_file is not None:
             self._state_task = asyncio.create_task(self._write_state())
         return self
+
+    def _start_console(self) -> None:
+        """The web console at the end of the flow: it reads ClickHouse as analysts do, and sends splits to the
+        worker as `omnihub identity split` does."""
+        from console.server import ConsoleServer
+        from infra.identity_commands import publish_command, split_command
+
+        settings = console_settings(self.settings)
+
+        def split(customer_id: str, identifiers: list[str], reason: str) -> str:
+            publish_command(settings, self.bootstrap, split_command(settings, customer_id, identifiers, reason))
+            return (f"Split sent: {len(identifiers)} identifier(s) move to a new customer; the result appears on "
+                    f"{settings.topics.identity_merges} and here within seconds.")
+
+        self.console = ConsoleServer(settings, lambda sql, parameters: run_read_only(settings, sql, parameters),
+                                     split).start()
+        log.info("web console at %s (customer service token in %s)", self.console.address,
+                 Path(settings.data_dir) / SERVICE_TOKEN_FILE if "service" not in self.settings.console.tokens
+                 else "console.tokens")
 
     async def _run_sink(self, ready: asyncio.Event) -> None:
         """The sink, restarted with backoff when it fails after its start (a lost broker, say)."""
@@ -192,6 +215,7 @@ class Hub:
                 "bootstrap_servers": self.bootstrap, "broker_id": self.broker_id,
                 "storage": self.settings.kafka.embedded_storage if self.broker else "external",
                 "query_url": self.query_server.address if self.query_server else None,
+                "console_url": self.console.address if self.console else None,
                 "data_dir": str(Path(self.settings.data_dir).resolve()),
                 "components": components + [sink]}
 
@@ -236,6 +260,8 @@ class Hub:
             await asyncio.to_thread(self.worker.stop)
         if self.query_server:
             self.query_server.stop()
+        if self.console:
+            self.console.stop()
         if self.broker:
             await asyncio.to_thread(self.broker.stop)
         if self.state_file is not None:
@@ -250,6 +276,25 @@ class Hub:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+SERVICE_TOKEN_FILE = "console-service-token"
+
+
+def console_settings(settings: Settings) -> Settings:
+    """The settings with a customer service token: the configured one, else one kept in the data folder
+    (made on first start, readable by its owner only), since the service pages show personal data."""
+    if "service" in settings.console.tokens:
+        return settings
+    path = Path(settings.data_dir) / SERVICE_TOKEN_FILE
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+    tokens = {**settings.console.tokens, "service": path.read_text().strip()}
+    return settings.model_copy(update={"console": settings.console.model_copy(update={"tokens": tokens})})
 
 
 def write_state_file(path: Path, state: dict) -> None:

@@ -157,6 +157,17 @@ class PrivacySettings(_Section):
                                     "of the hub; default <data_dir>/vault.sqlite. Keep it safe and backed up")
 
 
+class ConsoleSettings(_Section):
+    host: str = Field(default="127.0.0.1", description="where the hub serves its web console")
+    port: int = Field(default=8125, ge=0, le=65535, description="the web console's port (0: any free port)")
+    enabled: bool = True
+    tokens: dict[str, str] = Field(default_factory=dict, description="role -> token; a page of a role listed here "
+                                   "needs its token. The service role (personal data) always needs one: without "
+                                   "it the hub makes one in <data_dir>/console-service-token")
+    capacity_events_per_minute: int = Field(default=3000, ge=1, description="the load the platform is declared to "
+                                            "carry: the IT chart's capacity line and the reports' capacity parameter")
+
+
 class SchemaSettings(_Section):
     registry_url: str | None = Field(default=None, description="Confluent-compatible schema registry; unset means single-object encoding")
 
@@ -173,6 +184,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     schemas: SchemaSettings = SchemaSettings()
     privacy: PrivacySettings = PrivacySettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     # Set by load_settings before construction; a class attribute because pydantic-settings builds
     # sources from the class.

@@ -2,6 +2,8 @@
 everyone else's queries (chDB allows one process per folder). `omnihub query` uses it.
 
 POST /query  {"sql": "...", "parameters": {...}}  ->  {"columns": [...], "rows": [[...], ...]}
+GET|POST /?query=...  ClickHouse's own HTTP interface (sinks/clickhouse_http.py), GET /ping: so that
+clickhouse-connect, curl, DBeaver or Grafana reach embedded ClickHouse as they reach a server.
 Each query runs in a session of its own, one read statement, with limits (sinks/read_only.py): analysts
 read, only the sink writes, and nothing sent here reaches the sink's session. Bound to loopback unless
 configured; with clickhouse.query_token set, requests carry `Authorization: Bearer <token>`.
@@ -14,7 +16,9 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from sinks.read_only import RefusedQuery, run_read_only
+from sinks.clickhouse_http import (AUTHENTICATION_FAILED, READONLY, ClickHouseError, authorized, decoded_body,
+                                   error_from_engine, parse_request)
+from sinks.read_only import RefusedQuery, run_read_only, run_read_only_raw
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,62 @@ class QueryServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _answer_bytes(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _body(self) -> bytes:
+                """The request body, sent with a length or in chunks (clickhouse-connect streams inserts)."""
+                if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                    return self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(chunks)
+
+            def _clickhouse(self, method: str) -> None:
+                """ClickHouse's HTTP interface: answers and errors in ClickHouse's own forms."""
+                body = self._body() if method == "POST" else b""
+                try:
+                    body = decoded_body(body, self.headers.get("Content-Encoding", ""))
+                    if not authorized(token, self.headers, self.path):
+                        raise ClickHouseError(AUTHENTICATION_FAILED, "wrong password or token (clickhouse.query_token)",
+                                              "AUTHENTICATION_FAILED", 403)
+                    request = parse_request(method, self.path, body)
+                    try:
+                        with running:
+                            data, fmt = run_read_only_raw(settings, request.sql, request.parameters, request.default_format,
+                                                          request.database, request.settings)
+                    except RefusedQuery as error:
+                        raise ClickHouseError(READONLY, f"refused: {error}", "READONLY", 403) from None
+                    except ClickHouseError:
+                        raise
+                    except Exception as error:
+                        raise error_from_engine(error) from None
+                except ClickHouseError as error:
+                    return self._answer_bytes(error.status, f"{error}\n".encode(), {
+                        "Content-Type": "text/plain; charset=UTF-8", "X-ClickHouse-Exception-Code": str(error.code)})
+                self._answer_bytes(200, data, {"Content-Type": "application/octet-stream" if fmt in ("Native", "RowBinary")
+                                               else "text/plain; charset=UTF-8", "X-ClickHouse-Format": fmt,
+                                               "X-ClickHouse-Timezone": "UTC", "X-ClickHouse-Query-Id": request.query_id,
+                                               "X-ClickHouse-Server-Display-Name": "omnihub-embedded"})
+
+            def do_GET(self):
+                if self.path.split("?", 1)[0] in ("/ping", "/replicas_status"):
+                    return self._answer_bytes(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
+                if self.path.split("?", 1)[0] == "/":
+                    return self._clickhouse("GET")
+                self._answer(404, {"error": f"no such endpoint {self.path}; use POST /query, or / as ClickHouse's HTTP interface"})
+
             def do_POST(self):
+                if self.path.split("?", 1)[0] == "/":
+                    return self._clickhouse("POST")
                 if token and not hmac.compare_digest(self.headers.get("Authorization", "").encode(),
                                                      f"Bearer {token}".encode()):
                     return self._answer(401, {"error": "missing or wrong bearer token (clickhouse.query_token)"})

@@ -14,7 +14,9 @@ is refused) and the configured limits on time, memory, result rows and threads.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import clickhouse_connect
 import sqlparse
@@ -79,6 +81,9 @@ def check_ast(lines: list[str]) -> None:
             raise RefusedQuery(f"function {node.text.split(' ')[1]}() is not allowed: it reads the hub's files")
 
 
+TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*$", re.IGNORECASE)
+
+
 def limits(settings: Settings) -> dict:
     c = settings.clickhouse
     return {"max_execution_time": c.query_max_seconds, "max_memory_usage": c.query_max_memory_bytes,
@@ -124,3 +129,51 @@ def run_read_only(settings: Settings, sql: str, parameters: dict | None = None) 
         return columns, [list(row) for row in result.result_rows]
     finally:
         client.close()
+
+
+def _literal(value) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(value)
+
+
+def _with_limits(settings: Settings, client_settings: dict[str, str]) -> dict:
+    """The client's settings with the hub's limits over them: a client may lower a limit, never raise it."""
+    merged = dict(client_settings)
+    for name, limit in limits(settings).items():
+        asked = client_settings.get(name)
+        merged[name] = min(limit, int(asked)) if isinstance(limit, int) and asked is not None and asked.isdigit() and int(asked) > 0 \
+            else limit
+    return merged
+
+
+def split_format(statement: str) -> tuple[str, str | None]:
+    """(the statement without a trailing FORMAT clause, that format or None)."""
+    match = TRAILING_FORMAT.search(statement)
+    return (statement[:match.start()], match.group(1)) if match else (statement, None)
+
+
+def run_read_only_raw(settings: Settings, sql: str, parameters: dict[str, str], default_format: str,
+                      database: str | None = None, client_settings: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """(result bytes, their format) of one analyst statement on embedded chDB, as ClickHouse's HTTP interface
+    answers it: the statement's own FORMAT clause, else default_format; parameters in ClickHouse's text form
+    (param_x of the URL), passed as they are. Same checks and limits as run_read_only.
+
+    On chDB's own connection rather than clickhouse-connect's: clickhouse-connect would quote parameter text
+    again as Python strings ("['a']" arriving as a String, not an Array); a connection handle keeps its SETs
+    to itself, as a clickhouse-connect chDB client does."""
+    import chdb
+
+    statement, fmt = split_format(_statement(sql))
+    fmt = fmt or default_format
+    connection = chdb.connect(str(Path(settings.clickhouse.embedded_path).resolve()))
+    try:
+        connection.query(f"USE `{database or settings.clickhouse.database}`")
+        for name, value in _with_limits(settings, client_settings or {}).items():
+            connection.query(f"SET {name} = {_literal(value)}")
+        connection.query("SET readonly = 1")
+        ast = connection.query(f"EXPLAIN AST {statement}", "TSVRaw", params=parameters).bytes().decode()
+        check_ast(ast.splitlines())
+        return connection.query(statement, fmt, params=parameters).bytes(), fmt
+    finally:
+        connection.close()

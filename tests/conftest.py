@@ -84,4 +84,5 @@ def isolated_settings(kafka_bootstrap: str, clickhouse_location: dict, data_dir:
                 "dead_letters": f"dead-letters-{suffix}", "partitions": 2},
         streams={"app_id": f"omnihub-test-{suffix}"},
         sink={"group_id": f"sink-{suffix}", "batch_max_seconds": 0.3},
+        console={"port": 0},
     )
