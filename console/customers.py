@@ -6,10 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from html import escape
-from importlib import resources
 from urllib.parse import quote
 
-from console.departments import RunQuery
+from console.departments import RunQuery, console_query
 from console.layout import Markup, table
 from schemas.identifiers import PERSONAL_KINDS, normalize
 from sinks.named_queries import named_query
@@ -18,8 +17,6 @@ PHONE_LIKE = re.compile(r"^\+?[\d\s().-]{6,}$")
 KIND_PREFIX = re.compile(r"^(" + "|".join(PERSONAL_KINDS) + r"):(.+)$")
 
 
-def console_query(name: str) -> str:
-    return (resources.files("console") / "sql" / f"{name}.sql").read_text()
 
 
 @dataclass

@@ -66,6 +66,25 @@ def collect(department: str, run_query: RunQuery, parameters: dict) -> list[Sect
     return sections
 
 
+def department_parameters(run_query: RunQuery, capacity: int, asked: dict[str, str]) -> dict:
+    """The parameters department queries name: the campaign asked for, else the latest announced one; the
+    declared capacity."""
+    parameters = {"capacity": str(capacity)}
+    campaign = asked.get("campaign")
+    if not campaign:
+        _, campaigns = run_query(console_query("campaigns"), {})
+        campaign = campaigns[0][0] if campaigns else None
+    if campaign:
+        parameters["campaign"] = campaign
+    return parameters
+
+
+def console_query(name: str) -> str:
+    from importlib import resources
+
+    return (resources.files("console") / "sql" / f"{name}.sql").read_text()
+
+
 def _records(section: Section) -> list[dict]:
     return [dict(zip(section.columns, row)) for row in section.rows]
 

@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from console.customers import console_query, customer_page, find, search_page, search_terms
-from console.departments import DEPARTMENTS, PERSONAL, RunQuery, collect, render_html
+from console.customers import customer_page, find, search_page, search_terms
+from console.departments import DEPARTMENTS, PERSONAL, RunQuery, collect, department_parameters, render_html
 from console.layout import page
 
 log = logging.getLogger(__name__)
@@ -27,19 +27,6 @@ log = logging.getLogger(__name__)
 COOKIE = "omnihub_console"
 # (customer id, identifiers as kind:value, reason) -> what was done, in a sentence
 Split = Callable[[str, list[str], str], str]
-
-
-def department_parameters(run_query: RunQuery, capacity: int, asked: dict[str, str]) -> dict:
-    """The parameters department queries name: the campaign asked for, else the latest announced one; the
-    declared capacity."""
-    parameters = {"capacity": str(capacity)}
-    campaign = asked.get("campaign")
-    if not campaign:
-        _, campaigns = run_query(console_query("campaigns"), {})
-        campaign = campaigns[0][0] if campaigns else None
-    if campaign:
-        parameters["campaign"] = campaign
-    return parameters
 
 
 def navigation(roles: set[str]) -> str:

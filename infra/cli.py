@@ -454,25 +454,51 @@ def query(ctx: click.Context, sql_or_name: str, params: tuple[str, ...]) -> None
 
 @cli.command()
 @click.argument("department")
-@click.option("--param", "params", multiple=True, help="name=value, e.g. campaign=tv-best24 (used by the queries that need it)")
+@click.option("--param", "params", multiple=True,
+              help="name=value, e.g. campaign=tv-best24 (default: the latest announced campaign; capacity: console.capacity_events_per_minute)")
+@click.option("--format", "fmt", type=click.Choice(["text", "html", "csv", "json"]), default="text", show_default=True,
+              help="html: one self-contained file with its charts; csv: a file per query (needs --output, a folder)")
+@click.option("--output", type=click.Path(), default=None, help="file (html, json, text) or folder (csv); default: standard output")
 @click.pass_context
-def report(ctx: click.Context, department: str, params: tuple[str, ...]) -> None:
-    """Run every named query of a department (marketing, it, purchasing, operations, service, finance, kpis)."""
-    from sinks.named_queries import named_query, query_names, query_parameters, query_title
+def report(ctx: click.Context, department: str, params: tuple[str, ...], fmt: str, output: str | None) -> None:
+    """Every named query of a department (kpis, it, marketing, purchasing, operations, finance, service), as a
+    table on the terminal or as a report a person can send."""
+    from console.departments import DEPARTMENTS, collect, department_parameters, render_csv, render_html, render_json
 
-    names = [name for name in query_names() if name.split("_", 1)[0] == department]
-    if not names:
-        departments = sorted({name.split("_", 1)[0] for name in query_names() if "_" in name})
-        raise click.UsageError(f"no queries for {department!r}; departments: {', '.join(departments)}")
-    given = _parameters(params)
-    for name in names:
-        missing = sorted(query_parameters(name) - set(given))
-        click.echo(f"\n== {name}: {query_title(name)}")
-        if missing:
-            click.echo(f"(skipped: needs --param {' --param '.join(m + '=...' for m in missing)})")
-            continue
-        wanted = {key: value for key, value in given.items() if key in query_parameters(name)}
-        _print_table(*_read_only_query(_settings(ctx), named_query(name), wanted))
+    settings = _settings(ctx)
+    if department not in DEPARTMENTS:
+        raise click.UsageError(f"no department {department!r}; departments: {', '.join(DEPARTMENTS)}")
+    if fmt == "csv" and not output:
+        raise click.UsageError("--format csv writes one file per query: give --output FOLDER")
+
+    def run_query(sql: str, parameters: dict):
+        return _read_only_query(settings, sql, parameters)
+
+    parameters = department_parameters(run_query, settings.console.capacity_events_per_minute, _parameters(params))
+    sections = collect(department, run_query, parameters)
+    if fmt == "csv":
+        folder = Path(output)
+        folder.mkdir(parents=True, exist_ok=True)
+        for section in sections:
+            if not section.skipped:
+                (folder / f"{section.name}.csv").write_text(render_csv(section))
+        click.echo(f"{sum(1 for s in sections if not s.skipped)} CSV files written to {folder}"
+                   + "".join(f"\n  {s.name}: not written, {s.skipped}" for s in sections if s.skipped))
+        return
+    if fmt == "text":
+        lines = []
+        for section in sections:
+            lines.append(f"\n== {section.name}: {section.title}")
+            lines.append(f"(skipped: {section.skipped}; give --param)" if section.skipped else
+                         tabulate(section.rows, headers=section.columns, tablefmt="simple", disable_numparse=True))
+        document = "\n".join(lines) + "\n"
+    else:
+        document = render_html(department, sections, parameters) if fmt == "html" else render_json(department, sections, parameters)
+    if output:
+        Path(output).write_text(document)
+        click.echo(f"{department} report written to {output}")
+    else:
+        click.echo(document, nl=False)
 
 
 @cli.group()

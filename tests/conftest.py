@@ -86,3 +86,17 @@ def isolated_settings(kafka_bootstrap: str, clickhouse_location: dict, data_dir:
         sink={"group_id": f"sink-{suffix}", "batch_max_seconds": 0.3},
         console={"port": 0},
     )
+
+
+@pytest.fixture(scope="module")
+def loaded_hub(kafka_bootstrap: str, clickhouse_location: dict, tmp_path_factory: pytest.TempPathFactory):
+    """A hub running with the generated promotion loaded (tests/console_hub.py), its state file written as
+    `omnihub run` writes it, so the CLI in the test's process finds it."""
+    from infra.hub import write_state_file
+    from tests.console_hub import start_loaded_hub, stop_hub
+
+    directory = tmp_path_factory.mktemp("loaded-hub")
+    running = start_loaded_hub(isolated_settings(kafka_bootstrap, clickhouse_location, directory), directory)
+    write_state_file(Path(running.settings.data_dir) / "hub.json", running.hub.status())
+    yield running
+    stop_hub(running)
