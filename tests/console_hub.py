@@ -51,8 +51,10 @@ def start_loaded_hub(settings: Settings, directory: Path, customers: int = 200, 
                      timeout: float = 240) -> RunningHub:
     scenario = directory / "scenario"
     manifest = generate(scenario, customers=customers, events=events, seed=14)
+    # a capacity the generated load crosses, so that the load chart has minutes marked over it
     settings = settings.model_copy(update={"identity": settings.identity.model_copy(
-        update={"best_customer_refresh_seconds": 2.0})})
+        update={"best_customer_refresh_seconds": 2.0}), "console": settings.console.model_copy(
+        update={"capacity_events_per_minute": 30})})
     ready: dict = {}
     started = threading.Event()
 
