@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from connectors.mapping import MappingError, RecordMapper
 from connectors.privacy import EdgeSealer
 from connectors.sources import (HEAD_BYTES, Position, PositionStore, SourceRecord, file_format, head_digest, read_csv,
                                 read_json_document, read_jsonl)
+from infra.progress import progress_bar
 from infra.kafka import broker_id, consumer_config, ensure_topics, producer_config
 from infra.settings import Settings
 from schemas.models import dead_letter
@@ -274,7 +276,7 @@ class Connector:
         return file_format(path)
 
     async def run_file(self, path: Path | None = None, follow: bool | None = None, from_start: bool = False,
-                       stop: asyncio.Event | None = None) -> RunReport:
+                       stop: asyncio.Event | None = None, bar_position: int | None = None) -> RunReport:
         """Read a file from its committed position to its end (or, following, until stop is set)."""
         source = self.config.source
         if path is None:
@@ -308,6 +310,7 @@ class Connector:
                 skip_ids = await self._ids_since(position.produced_from)
                 log.info("%s: the previous run was interrupted; %d of its records are on Kafka past the committed position",
                          self.config.name, len(skip_ids))
+        bar = None
         await self.start()
         try:
             high_water = await self._partition_starts()
@@ -329,6 +332,10 @@ class Connector:
                 store.save(path, position)
 
             commit(None, clean=False)
+            # On a terminal: bytes of the file read (for the time left), records read and their rate.
+            bar = progress_bar(None if follow else path.stat().st_size, self.config.name, bytes_=True, position=bar_position)
+            bar.update(position.offset)
+            started = time.monotonic()
             outcomes: list[Outcome] = []
             pending: list[SourceRecord] = []
             last: SourceRecord | None = None
@@ -352,6 +359,10 @@ class Connector:
                     continue
                 outcomes.extend(await self.send_many(pending, str(path), skip_ids))
                 pending.clear()
+                if not bar.disable:
+                    bar.update(record.end_offset - bar.n)
+                    bar.set_postfix_str(f"{report.read:,} records, {report.read / max(time.monotonic() - started, 1e-3):,.0f}/s",
+                                        refresh=False)
                 await asyncio.sleep(0)  # sending rarely yields: let the producer ship what is queued meanwhile
                 if len(outcomes) >= COMMIT_EVERY:
                     await self.settle(outcomes, report, high_water)
@@ -362,21 +373,28 @@ class Connector:
             outcomes.extend(await self.send_many(pending, str(path), skip_ids))
             await self.settle(outcomes, report, high_water)
             commit(last, clean=True)
+            if not bar.disable and last is not None:
+                bar.update(last.end_offset - bar.n)
+                bar.set_postfix_str(f"{report.read:,} records: {report.accepted:,} accepted, {report.rejected:,} rejected")
         finally:
+            if bar is not None:
+                bar.close()
             await self.stop()
         log.info(report.summary())
         return report
 
 
 async def run_connector(settings: Settings, bootstrap: str, config_path: str | Path, source: Path | None = None,
-                        from_start: bool = False, follow: bool | None = None, stop: asyncio.Event | None = None) -> RunReport:
-    """Run a file connector once (or a webhook connector's mapping over a file, when source is given)."""
+                        from_start: bool = False, follow: bool | None = None, stop: asyncio.Event | None = None,
+                        bar_position: int | None = None) -> RunReport:
+    """Run a file connector once (or a webhook connector's mapping over a file, when source is given); on a
+    terminal with a progress bar (bar_position: its line among several connectors run at once)."""
     connector = Connector(settings, bootstrap, config_path)
     if isinstance(connector.config.source, WebhookSource) and source is None:
         from connectors.webhook import serve
 
         return await serve(connector, stop)
-    return await connector.run_file(source, follow=follow, from_start=from_start, stop=stop)
+    return await connector.run_file(source, follow=follow, from_start=from_start, stop=stop, bar_position=bar_position)
 
 
 def sample_path(connector: Connector) -> Path:

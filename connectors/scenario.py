@@ -386,7 +386,10 @@ class Scenario:
                         truth.writerow([channel, record["return_id"], person])
                         records += 1
                     file.write(line + (",\n" if n < count - 1 else "\n"))
+                    if n % 1000 == 999:
+                        _count(1000)
                 file.write("]}\n")
+                _count(count % 1000)
             return {"file": path.name, "records": records + malformed, "valid": records, "malformed": malformed}
         if name == "store-sales":
             path = out / f"{name}.csv"
@@ -402,11 +405,14 @@ class Scenario:
                     source_id, person = self.store_receipt(n, writer)
                     truth.writerow([channel, source_id, person])
                     records += 1
+                    if records % 1000 == 0:
+                        _count(1000)
+            _count(records % 1000 + malformed)
             return {"file": path.name, "records": records + malformed, "valid": records, "malformed": malformed}
         path = out / f"{name}.jsonl"
         with path.open("w") as file:
             buffer = io.StringIO()
-            n = 0
+            n = counted = 0
             while records + malformed < count:
                 n += 1
                 if name == "web-orders":
@@ -434,13 +440,30 @@ class Scenario:
                 if buffer.tell() > 1 << 20:
                     file.write(buffer.getvalue())
                     buffer = io.StringIO()
+                    _count(records + malformed - counted)
+                    counted = records + malformed
             file.write(buffer.getvalue())
+            _count(records + malformed - counted)
         return {"file": path.name, "records": records + malformed, "valid": records, "malformed": malformed}
 
 
 # Two groups, one process each (the machines have 2 cores). Tickets, social messages and returns name
 # orders, so they follow the web orders in the same process.
 PROCESS_GROUPS = [["web-orders", "support-tickets", "social-messages", "returns"], ["store-sales", "app-sessions"]]
+
+
+_written = None   # records written so far, shared by the processes writing (a multiprocessing.Value)
+
+
+def _share_count(counter) -> None:
+    global _written
+    _written = counter
+
+
+def _count(records: int) -> None:
+    if _written is not None:
+        with _written.get_lock():
+            _written.value += records
 
 
 def _write_group(customers: int, events: int, seed: int, malformed_rate: float, names: list[str], out: str) -> dict:
@@ -451,20 +474,36 @@ def generate(out: Path, customers: int = 10_000, events: int = 100_000, seed: in
              malformed_rate: float = 0.005, processes: int = 2) -> dict:
     """Write the scenario into out; returns the manifest (records, valid and malformed per channel).
     The bytes written do not depend on processes."""
-    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    from infra.progress import progress_bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scenario = Scenario(customers, events, seed, malformed_rate)  # validates arguments before forking
     counts: dict[str, dict] = {}
-    if processes > 1:
-        with ProcessPoolExecutor(min(processes, len(PROCESS_GROUPS))) as pool:
-            for result in pool.map(_write_group, *zip(*[(customers, events, seed, malformed_rate, g, str(out))
-                                                        for g in PROCESS_GROUPS])):
-                counts.update(result)
-    else:
-        for group in PROCESS_GROUPS:
-            counts.update(scenario.write_channels(group, out))
+    written = multiprocessing.Value("q", 0)
+    bar = progress_bar(events, "generating", unit="events")
+    try:
+        if processes > 1:
+            with ProcessPoolExecutor(min(processes, len(PROCESS_GROUPS)), initializer=_share_count,
+                                     initargs=(written,)) as pool:
+                futures = [pool.submit(_write_group, customers, events, seed, malformed_rate, g, str(out))
+                           for g in PROCESS_GROUPS]
+                while not all(future.done() for future in futures):
+                    wait(futures, timeout=0.5)
+                    bar.update(written.value - bar.n)
+                for future in futures:
+                    counts.update(future.result())
+        else:
+            _share_count(written)
+            for group in PROCESS_GROUPS:
+                counts.update(scenario.write_channels(group, out))
+        bar.update(written.value - bar.n)
+    finally:
+        bar.close()
+        _share_count(None)
     with (out / "ground_truth.csv").open("w") as truth:
         truth.write("channel,source_id,person_id\n")
         for name in CHANNEL_SHARE:

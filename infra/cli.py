@@ -296,7 +296,7 @@ async def _run_connectors(settings: Settings, bootstrap: str, configs: list, sto
                 click.echo(f"{connector.config.name}: no {connector.config.name}.jsonl, .csv or .json in {source_dir}, skipped")
                 continue
         runs.append(run_connector(settings, bootstrap, connector.config_path, path, from_start=from_start,
-                                  follow=follow, stop=stop))
+                                  follow=follow, stop=stop, bar_position=len(runs)))
     reports = await asyncio.gather(*runs)
     for report in reports:
         click.echo(report.describe())
@@ -486,7 +486,7 @@ def report(ctx: click.Context, department: str, params: tuple[str, ...], fmt: st
                    + "".join(f"\n  {s.name}: not written, {s.skipped}" for s in sections if s.skipped))
         return
     if fmt == "text":
-        lines = []
+        lines = [f"{department} report with " + ", ".join(f"{k}={v}" for k, v in sorted(parameters.items()))]
         for section in sections:
             lines.append(f"\n== {section.name}: {section.title}")
             lines.append(f"(skipped: {section.skipped}; give --param)" if section.skipped else

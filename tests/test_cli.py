@@ -81,8 +81,9 @@ def test_run_then_connector_and_query_from_other_processes(settings, tmp_path):
         assert empty.returncode == 0 and empty.stdout.split()[:2] == ["x", "label"] and len(empty.stdout.splitlines()) == 2, empty.stdout
         named = omnihub("query", "operations_orders_per_hour", env=env)
         assert named.returncode == 0 and "web_orders" in named.stdout, named.stderr
-        report = omnihub("report", "purchasing", env=env)
-        assert report.returncode == 0 and "(skipped: needs --param campaign=...)" in report.stdout, report.stderr
+        report = omnihub("report", "purchasing", env=env)   # the campaign: the latest announced one
+        assert report.returncode == 0 and "campaign=tv-best24" in report.stdout.splitlines()[0], report.stdout + report.stderr
+        assert "purchasing_sku_demand" in report.stdout and "units_during" in report.stdout
         assert omnihub("report", "astrology", env=env).returncode == 2
         # forgetting by email, from another process: done when the worker has answered and ClickHouse is clean
         deadline = time.monotonic() + 60

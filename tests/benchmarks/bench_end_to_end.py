@@ -31,6 +31,7 @@ from infra.broker import EmbeddedBroker  # noqa: E402
 from infra.hub import Hub, channel_topics  # noqa: E402
 from infra.kafka import consumer_config, ensure_topics  # noqa: E402
 from infra.processes import spawn, stop_process  # noqa: E402
+from infra.progress import progress_bar  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 
 PASSTHROUGH_TOPIC = "noop-timeline"
@@ -48,10 +49,13 @@ async def omnihub(settings, folder: Path, expected: int, timeout: float) -> dict
     async with Hub(settings, serve_queries=False) as hub:
         started = time.perf_counter()
         loader = asyncio.ensure_future(load(settings, hub.bootstrap, folder))
+        bar = progress_bar(expected, "queryable in ClickHouse", unit="events")
         while True:
             await asyncio.sleep(1.0)
             stored = (await asyncio.to_thread(hub.client.query, "SELECT uniqExact(event_id) FROM timeline_events")).result_rows[0][0]
+            bar.update(min(stored, expected) - bar.n)
             if stored >= expected and loader.done():
+                bar.close()
                 break
             if time.perf_counter() - started > timeout:
                 raise RuntimeError(f"{stored:,} of {expected:,} events in ClickHouse after {timeout} s")
@@ -73,6 +77,7 @@ async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: fl
             started = time.perf_counter()
             loader = asyncio.ensure_future(load(settings, bootstrap, folder))
             discarded = 0
+            bar = progress_bar(expected, "through the no-op pipeline", unit="events")
             while discarded < expected or not loader.done():
                 if stage.poll() is not None:
                     raise RuntimeError(f"the pass-through stage exited; see {workdir / 'logs' / 'passthrough.log'}")
@@ -80,8 +85,10 @@ async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: fl
                     raise RuntimeError(f"{discarded:,} of {expected:,} records through the no-op pipeline after {timeout} s")
                 batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
                 discarded += sum(len(messages) for messages in batch.values())
+                bar.update(min(discarded, expected) - bar.n)
                 if batch:
                     await consumer.commit()
+            bar.close()
             accepted, load_seconds = loader.result()
             return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds}
         finally:

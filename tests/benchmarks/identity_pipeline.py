@@ -14,6 +14,7 @@ from connectors.runtime import Connector
 from infra.broker import EmbeddedBroker
 from infra.hub import WorkerProcess, channel_topics
 from infra.kafka import consumer_config, consumer_lag, ensure_topics, read_topic
+from infra.progress import progress_bar
 from infra.settings import load_settings
 from schemas.serde import codec
 from streams.app import resolution_group
@@ -42,6 +43,11 @@ async def follow_commits(settings, bootstrap: str, expected: int, worker: Worker
     and its first batch, are left out of the second figure. Nothing else reads meanwhile, so the worker has
     the machine to itself."""
     started = time.perf_counter()
+    with progress_bar(expected, "worker resolving", unit="events") as bar:
+        return await _wait_for_commits(worker, settings, bootstrap, expected, timeout, started, bar)
+
+
+async def _wait_for_commits(worker, settings, bootstrap, expected, timeout, started, bar) -> tuple[float, float, int]:
     first, first_committed = None, 0
     while True:
         if worker.process.poll() is not None:
@@ -49,6 +55,7 @@ async def follow_commits(settings, bootstrap: str, expected: int, worker: Worker
         if time.perf_counter() - started > timeout:
             raise RuntimeError(f"the worker had not resolved {expected} events after {timeout} s; see {worker.log_file}")
         committed = sum(c for _, _, c, _ in await consumer_lag(bootstrap, [resolution_group(settings)]))
+        bar.update(min(committed, expected) - bar.n)
         now = time.perf_counter()
         if committed and first is None:
             first, first_committed = now, committed

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from connectors.scenario import generate  # noqa: E402
+from infra.progress import progress_bar  # noqa: E402
 
 
 class Operator:
@@ -209,11 +210,14 @@ def main() -> int:
             operator.start_loader()
         # Drained: nothing left for the worker (its lag is 0) and ClickHouse stable for 15 s.
         previous, stable_since = -1, time.monotonic()
+        bar = progress_bar(valid, "in ClickHouse", unit="events")
         while time.monotonic() - stable_since < 15:
             now = (operator.stored() or 0, operator.lag())
+            bar.update(min(now[0], valid) - bar.n)
             if now != previous or now[1] != 0:
                 previous, stable_since = now, time.monotonic()
             time.sleep(3)
+        bar.close()
         load_seconds = time.monotonic() - load_started - 15
         distinct, final_rows, rows = operator.query(
             "SELECT uniqExact(event_id), (SELECT count() FROM timeline_events FINAL), count() FROM timeline_events")[0]
