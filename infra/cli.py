@@ -187,6 +187,9 @@ def status(ctx: click.Context) -> None:
     age = time.time() - state["updated_at"]
     click.echo(f"hub pid {state['pid']}, up {_duration(time.time() - state['started_at'])}, broker "
                f"{state['bootstrap_servers']} ({state['storage']}, id {state['broker_id']}); state {age:.0f} s old")
+    if state.get("console_url") or state.get("query_url"):
+        click.echo(f"console {state.get('console_url') or 'off'}; queries (and ClickHouse's HTTP interface) "
+                   f"{state.get('query_url') or 'direct to the ClickHouse server'}")
     _print_table(["component", "state", "pid", "restarts", "last exit", "last error"],
                  [[c["name"], c["state"], c.get("pid") or "", c["restarts"], c.get("last_exit", ""),
                    (c.get("last_error") or "")[:100]] for c in state["components"]])
