@@ -99,7 +99,7 @@ def _chart(section: Section, sections: dict[str, Section], parameters: dict) -> 
         return charts.tiles(section.columns, section.rows[0])
     if name == "it_load_by_channel_per_minute":
         minutes = sorted({charts.text(r["minute"]) for r in rows})
-        channels = sorted({r["channel"] for r in rows})
+        channels = sorted({r["channel"] for r in rows if r["channel"]})   # '' marks a minute without events
         counts = {(charts.text(r["minute"]), r["channel"]): r["events"] for r in rows}
         totals = [sum(int(counts.get((m, c), 0)) for c in channels) for m in minutes]
         series = [("all channels", totals)] + [(c, [counts.get((m, c), 0) for m in minutes]) for c in channels]
