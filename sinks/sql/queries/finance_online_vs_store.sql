@@ -9,7 +9,7 @@ FROM (
            -- ifNull: a sum over no amounts is NULL in ClickHouse, and an online-only customer has no store amount
            ifNull(sumIf(amount_minor, channel = 'web' AND event_type = 'order'), 0) AS online,
            ifNull(sumIf(amount_minor, channel = 'store' AND event_type = 'receipt'), 0) AS store
-    FROM timeline_current
+    FROM facts_current
     WHERE event_type IN ('order', 'receipt')
     GROUP BY customer_id)
 GROUP BY customers

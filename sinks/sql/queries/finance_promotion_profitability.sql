@@ -16,7 +16,7 @@ SELECT
 FROM (
     SELECT count() AS orders, ifNull(sum(amount_minor), 0) AS revenue_minor,
            sum(shipping_cost_minor) AS shipping_minor
-    FROM timeline_events FINAL
+    FROM timeline_facts FINAL
     WHERE event_type IN ('order', 'receipt') AND event_time >= window_start AND event_time < window_end
       AND campaign = code) AS orders
 CROSS JOIN (

@@ -2,6 +2,6 @@
 -- Counts need no customer id: one row per event with FINAL, in one pass. A minute without events is there,
 -- with channel '' and 0 events (WITH FILL), so that a chart's time axis has no gaps.
 SELECT toStartOfMinute(event_time) AS minute, channel, count() AS events
-FROM timeline_events FINAL
+FROM timeline_facts FINAL
 GROUP BY minute, channel
 ORDER BY minute WITH FILL STEP toIntervalMinute(1), channel

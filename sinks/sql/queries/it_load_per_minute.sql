@@ -15,7 +15,7 @@ FROM (
         SELECT minute, sum(n) AS events,
                arrayStringConcat(arraySort(groupArray(concat(channel, ':', toString(n)))), ' ') AS per_channel
         FROM (SELECT toStartOfMinute(event_time) AS minute, channel, count() AS n
-              FROM timeline_events FINAL GROUP BY minute, channel)
+              FROM timeline_facts FINAL GROUP BY minute, channel)
         GROUP BY minute))
 WHERE flag != '' OR events >= busiest
 ORDER BY minute

@@ -1,7 +1,7 @@
 -- Marketing: the best-customer segment's size, how many of them the campaign reached (an order with its code or a visit it tagged), and the re-purchase rate of customers who ordered. Parameter: campaign.
 WITH (SELECT discount_code FROM campaigns FINAL WHERE campaign_id = {campaign:String}) AS code,
      best AS (SELECT customer_id FROM customer_profiles FINAL WHERE best_customer = 1 AND deleted = 0),
-     reached AS (SELECT DISTINCT customer_id FROM timeline_current
+     reached AS (SELECT DISTINCT customer_id FROM facts_current
                  WHERE campaign IN (code, {campaign:String}))
 SELECT
     (SELECT count() FROM best) AS best_customers,

@@ -8,7 +8,7 @@ FROM (
            countIf(event_type IN ('order', 'receipt') AND campaign = code) AS orders,
            toDecimal128(ifNull(sumIf(amount_minor, event_type IN ('order', 'receipt')
                                                  AND campaign = code), 0), 2) / 100 AS revenue
-    FROM timeline_events FINAL  -- counts need no customer id
+    FROM timeline_facts FINAL  -- counts need no customer id
     GROUP BY channel WITH ROLLUP)
 WHERE visits > 0 OR orders > 0
 ORDER BY channel_name

@@ -5,7 +5,7 @@ SELECT
     countIf(channel = 'store' AND event_type = 'receipt') AS store_receipts,
     toDecimal128(sumIf(shipping_cost_minor, channel = 'web' AND event_type = 'order'), 2) / 100 AS shipping_cost,
     if(web_orders = 0, NULL, round(toDecimal128(sumIf(shipping_cost_minor, channel = 'web' AND event_type = 'order'), 4) / 100 / web_orders, 2)) AS shipping_cost_per_order
-FROM timeline_events FINAL  -- counts need no customer id: one row per event, without the identity join
+FROM timeline_facts FINAL  -- counts need no customer id: one row per event, without the identity join
 WHERE event_type IN ('order', 'receipt')
 GROUP BY hour
 ORDER BY hour
