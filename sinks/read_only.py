@@ -14,12 +14,15 @@ is refused) and the configured limits on time, memory, result rows and threads.
 """
 from __future__ import annotations
 
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import clickhouse_connect
 import sqlparse
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from infra.clickhouse import _dsn
 from infra.settings import Settings
@@ -102,33 +105,74 @@ def _statement(sql: str) -> str:
     return statements[0]
 
 
-def run_read_only(settings: Settings, sql: str, parameters: dict | None = None) -> tuple[list[str], list[list]]:
-    """(columns, rows) of one analyst statement, in a session opened for it. Raises RefusedQuery for a
-    statement that is not allowed, and ClickHouse's error for one that fails (a limit, a typo)."""
-    statement = _statement(sql)
-    embedded = settings.embedded_clickhouse
+class _Sessions:
+    """Read-only sessions ready for use, per ClickHouse location and limits. Opening one costs about 8 ms on
+    chDB (a connection handle, its probes, the SETs), more than a customer's timeline query itself. A session
+    is set read-only before anyone's statement runs in it, and readonly=1 refuses SET, USE and every write, so
+    nothing a statement does outlives it: handing the session to the next statement is safe."""
+
+    def __init__(self):
+        self._idle: dict[tuple, queue.SimpleQueue] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, settings: Settings) -> tuple:
+        return (_dsn(settings), settings.clickhouse.database, tuple(sorted(limits(settings).items())))
+
+    def take(self, settings: Settings):
+        with self._lock:
+            idle = self._idle.setdefault(self._key(settings), queue.SimpleQueue())
+        try:
+            return idle.get_nowait()
+        except queue.Empty:
+            return _open_session(settings)
+
+    def give_back(self, settings: Settings, client) -> None:
+        self._idle[self._key(settings)].put(client)
+
+
+def _open_session(settings: Settings):
     client = clickhouse_connect.get_client(dsn=_dsn(settings), database=settings.clickhouse.database)
+    if settings.embedded_clickhouse:
+        # chDB applies query settings as session SETs: the limits, then readonly last, on this session only.
+        client.command("SET " + ", ".join(f"{name} = {_literal(value)}" for name, value in limits(settings).items()))
+        client.command("SET readonly = 1")
+    return client
+
+
+_sessions = _Sessions()
+
+
+def run_read_only(settings: Settings, sql: str, parameters: dict | None = None) -> tuple[list[str], list[list]]:
+    """(columns, rows) of one analyst statement, in a read-only session of analysts' (never the sink's).
+    Raises RefusedQuery for a statement that is not allowed, and ClickHouse's error for one that fails (a
+    limit, a typo)."""
+    statement = _statement(sql)
+    query_settings = None if settings.embedded_clickhouse else {**limits(settings), "readonly": 1}
+    client = _sessions.take(settings)
+    healthy = False
     try:
-        if embedded:
-            # chDB applies query settings as session SETs: set the limits, then readonly last, on this
-            # session only; it is closed afterwards.
-            for name, value in limits(settings).items():
-                client.command(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
-            client.command("SET readonly = 1")
-            query_settings = None
-        else:
-            query_settings = {**limits(settings), "readonly": 1}
         ast = client.query(f"EXPLAIN AST {statement}", parameters=parameters or None, settings=query_settings)
         check_ast([row[0] for row in ast.result_rows])
-        result = client.query(statement, parameters=parameters or None, settings=query_settings)
+        try:
+            result = client.query(statement, parameters=parameters or None, settings=query_settings)
+        except DatabaseError:
+            healthy = True   # ClickHouse answered (a limit, a typo): the session is as it was
+            raise
         columns = list(result.column_names)
         if not columns:  # chDB answers an empty result without its header: ask for the columns themselves
             described = client.query(f"DESCRIBE TABLE ({statement})", parameters=parameters or None,
                                      settings=query_settings)
             columns = [row[0] for row in described.result_rows]
+        healthy = True
         return columns, [list(row) for row in result.result_rows]
+    except RefusedQuery:
+        healthy = True
+        raise
     finally:
-        client.close()
+        if healthy:
+            _sessions.give_back(settings, client)
+        else:
+            client.close()
 
 
 def _literal(value) -> str:
