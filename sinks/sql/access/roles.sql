@@ -14,6 +14,9 @@ GRANT SELECT ON {database}.timeline_events TO omnihub_marketing, omnihub_it, omn
 GRANT SELECT ON {database}.timeline_current TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
 GRANT SELECT ON {database}.timeline_facts TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
 GRANT SELECT ON {database}.facts_current TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
+GRANT SELECT ON {database}.timeline_minutes TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
+GRANT SELECT ON {database}.customer_activity TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
+GRANT SELECT ON {database}.sku_minutes TO omnihub_marketing, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
 GRANT SELECT ON {database}.identity_map TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
 GRANT SELECT ON {database}.order_lines TO omnihub_marketing, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
 GRANT SELECT ON {database}.campaigns TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_finance;

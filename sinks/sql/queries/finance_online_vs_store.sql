@@ -1,16 +1,18 @@
 -- Finance: revenue online and in store of the customers who bought on both, and of everyone.
+-- From the per-customer rollup (customer_activity: each event once), under the ids customers resolve to now.
 SELECT
     if(online > 0 AND store > 0, 'bought online and in store', if(online > 0, 'online only', 'store only')) AS customers,
     count() AS how_many,
     toDecimal128(sum(online), 2) / 100 AS online_revenue,
     toDecimal128(sum(store), 2) / 100 AS store_revenue
 FROM (
-    SELECT customer_id,
-           -- ifNull: a sum over no amounts is NULL in ClickHouse, and an online-only customer has no store amount
-           ifNull(sumIf(amount_minor, channel = 'web' AND event_type = 'order'), 0) AS online,
-           ifNull(sumIf(amount_minor, channel = 'store' AND event_type = 'receipt'), 0) AS store
-    FROM facts_current
-    WHERE event_type IN ('order', 'receipt')
+    SELECT if(m.current_id = '', a.customer_id, m.current_id) AS customer_id,
+           sumIf(a.amount_minor, a.channel = 'web' AND a.event_type = 'order') AS online,
+           sumIf(a.amount_minor, a.channel = 'store' AND a.event_type = 'receipt') AS store
+    FROM (SELECT customer_id, channel, event_type, amount_minor FROM customer_activity
+          WHERE event_type IN ('order', 'receipt')) AS a
+    LEFT JOIN (SELECT customer_id, argMax(current_id, version) AS current_id FROM identity_map GROUP BY customer_id) AS m
+        ON a.customer_id = m.customer_id
     GROUP BY customer_id)
 GROUP BY customers
 ORDER BY customers

@@ -1,5 +1,5 @@
 -- IT and operations: for each announced campaign, the load it promises (typical events per minute plus its expected extra visitors spread over its window) against the declared capacity, flagged when it would not fit. Parameter: capacity (events per minute).
-WITH (SELECT median(n) FROM (SELECT count() AS n FROM timeline_facts FINAL GROUP BY toStartOfMinute(event_time))) AS typical
+WITH (SELECT median(n) FROM (SELECT sum(events) AS n FROM timeline_minutes GROUP BY minute)) AS typical
 SELECT
     campaign_id,
     starts_at,

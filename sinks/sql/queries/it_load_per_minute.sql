@@ -1,5 +1,5 @@
 -- IT and operations: events per minute per channel against the declared capacity, flagging minutes over capacity and spikes (over 3 times the median minute) that no announced campaign covers. Parameter: capacity (events per minute).
--- Load needs no customer id: it counts events (one row per event with FINAL), per minute and channel in one pass.
+-- From the per-minute rollup (timeline_minutes: each event once), whatever the number of events.
 SELECT
     minute,
     events,
@@ -14,8 +14,7 @@ FROM (
     FROM (
         SELECT minute, sum(n) AS events,
                arrayStringConcat(arraySort(groupArray(concat(channel, ':', toString(n)))), ' ') AS per_channel
-        FROM (SELECT toStartOfMinute(event_time) AS minute, channel, count() AS n
-              FROM timeline_facts FINAL GROUP BY minute, channel)
+        FROM (SELECT minute, channel, sum(events) AS n FROM timeline_minutes GROUP BY minute, channel)
         GROUP BY minute))
 WHERE flag != '' OR events >= busiest
 ORDER BY minute
