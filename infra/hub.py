@@ -20,6 +20,7 @@ from infra.settings import Settings
 from infra.supervision import ChildKeepsFailing, ChildState, ProcessChild, RestartPolicy, Supervisor, next_delay
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
+from sinks.rollups import check_rollups
 from sinks.query_server import QueryServer
 from sinks.read_only import run_read_only
 
@@ -142,6 +143,7 @@ class Hub:
         applied = await asyncio.to_thread(migrate, self.client)
         if applied:
             log.info("applied ClickHouse migrations %s", applied)
+        await asyncio.to_thread(check_rollups, self.client)  # before the sink writes: a kill may have cut them short
         if self.serve_queries:
             self.query_server = QueryServer(s, s.clickhouse.query_host, s.clickhouse.query_port).start()
             log.info("answering queries for embedded ClickHouse at %s", self.query_server.address)
