@@ -200,6 +200,7 @@ class ClickHouseSink:
         self.client.command("DELETE FROM customer_identities WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
         self.client.insert("customer_identities", [[i, [], 1, erasure["at"]] for i in ids], column_names=IDENTITY_COLUMNS)
         self.client.command("DELETE FROM event_details WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
+        self.client.command("DELETE FROM support_contacts WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
         # Events stored before event_details existed (migration 0010) may still carry text in their payload.
         keys = "[" + ", ".join(f"'{key}'" for key in PERSONAL_PAYLOAD_KEYS) + "]"
         rows = self.client.query("SELECT DISTINCT event_id, payload_json FROM timeline_events WHERE customer_id IN {ids:Array(String)} "

@@ -24,3 +24,4 @@ GRANT SELECT ON {database}.customer_profiles TO omnihub_marketing, omnihub_it, o
 GRANT SELECT(component, source, position, error, rejected_at, ingested_at) ON {database}.dead_letters TO omnihub_it, omnihub_operations;
 GRANT SELECT ON {database}.customer_identities TO omnihub_service;
 GRANT SELECT ON {database}.event_details TO omnihub_service;
+GRANT SELECT ON {database}.support_contacts TO omnihub_service;

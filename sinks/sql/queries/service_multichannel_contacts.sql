@@ -1,9 +1,10 @@
 -- Customer service: customers who contacted support on several channels (phone, email, Facebook, chat), with their tickets.
+-- From the support contacts rollup (support_contacts: a row per customer, channel and ticket), under the ids customers resolve to now.
 SELECT
     if(m.current_id = '', d.customer_id, m.current_id) AS customer_id,
-    arraySort(groupUniqArray(JSONExtractString(d.attributes_json, 'contact_channel'))) AS contact_channels,
-    uniqExact(JSONExtractString(d.attributes_json, 'ticket_id')) AS tickets
-FROM (SELECT * FROM event_details FINAL WHERE channel = 'support') AS d
+    arraySort(groupUniqArray(d.contact_channel)) AS contact_channels,
+    uniqExact(d.ticket_id) AS tickets
+FROM support_contacts AS d
 LEFT JOIN (SELECT customer_id, argMax(current_id, version) AS current_id FROM identity_map GROUP BY customer_id) AS m
     ON d.customer_id = m.customer_id
 GROUP BY customer_id
