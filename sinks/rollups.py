@@ -8,16 +8,19 @@ import time
 from importlib import resources
 
 log = logging.getLogger(__name__)
-ROLLUPS = ("timeline_minutes", "customer_activity", "sku_minutes")
+ROLLUPS = ("timeline_minutes", "customer_activity", "sku_minutes", "ingest_minutes", "order_mentions")
 
 
 def rollups_disagree(client) -> str | None:
     """Why the rollups do not count what timeline_facts holds, or None."""
     sql = (resources.files("sinks") / "sql" / "rollups_check.sql").read_text()
-    facts, minutes, customers, _, sku_keys, sku_expected = client.query(sql).result_rows[0]
+    facts, minutes, customers, ingested, mentions, mentions_expected, sku_keys, sku_expected = client.query(sql).result_rows[0]
     problems = [f"{name} counts {counted:,} events" for name, counted in (("timeline_minutes", minutes),
-                                                                           ("customer_activity", customers))
+                                                                           ("customer_activity", customers),
+                                                                           ("ingest_minutes", ingested))
                 if counted != facts]
+    if mentions != mentions_expected:
+        problems.append(f"order_mentions holds {mentions:,} contacts where the facts name {mentions_expected:,}")
     if sku_keys != sku_expected:
         problems.append(f"sku_minutes has {sku_keys:,} minute/channel/campaign keys where the lines give {sku_expected:,}")
     return f"timeline_facts holds {facts:,} events; " + "; ".join(problems) if problems else None

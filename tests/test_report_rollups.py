@@ -44,12 +44,16 @@ def events(count: int, rng: random.Random) -> list[dict]:
             event["campaign"] = "tv-best24" if rng.random() < 0.5 else ""
         else:
             event["type"] = "ticket_update"
+            if rng.random() < 0.5:   # naming an order, some not (yet) in the timeline
+                event["related"] = f"E-{rng.randrange(count + 20)}"
         made.append(event)
     return made
 
 
 def as_row(event: dict) -> list:
     payload = {"campaign": event["campaign"], "shipping_cost_minor": event["shipping"]}
+    if event.get("related"):
+        payload["related_order_id"] = event["related"]
     if event["lines"]:
         payload["lines"] = [{"sku": s, "quantity": q, "unit_price_minor": p, "unit_cost_minor": c} for s, q, p, c in event["lines"]]
     return [event["event_id"], event["when"], event["channel"], event["type"], event["customer"], event["event_id"],
@@ -139,6 +143,20 @@ def test_rollup_reports_equal_the_events_worked_out_in_python(settings):
     for e in made:
         per_channel[(naive(e["when"], "minute"), e["channel"])] += 1
     assert load == dict(per_channel)
+
+    web_orders = {e["event_id"]: e for e in made if e["type"] == "order"}
+    expected = sorted((e["when"].replace(tzinfo=None), e["event_id"], e["related"], web_orders[e["related"]]["customer"] == e["customer"])
+                      for e in made if e.get("related") in web_orders)
+    got = sorted((r["contacted_at"].replace(tzinfo=None), r["contact"], r["order_id"], bool(r["same_customer"]))
+                 for r in run(client, "service_tickets_with_orders"))
+    assert got == expected and expected
+
+    lag = {r["channel"]: (r["events"], r["mean_lag_seconds_last_hour"]) for r in run(client, "it_ingestion_lag")}
+    brute = client.query("""
+        SELECT channel, count(), round(avgIf(dateDiff('millisecond', event_time, ingested_at) / 1000,
+                                             ingested_at > (SELECT max(ingested_at) FROM timeline_facts) - INTERVAL 1 HOUR), 1)
+        FROM timeline_facts FINAL GROUP BY channel""").result_rows
+    assert lag == {channel: (n, mean) for channel, n, mean in brute}
 
     online = defaultdict(lambda: [0, 0])
     for e in sales:

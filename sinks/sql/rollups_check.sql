@@ -4,7 +4,9 @@ SELECT
     (SELECT count() FROM timeline_facts FINAL) AS facts,
     (SELECT sum(events) FROM timeline_minutes) AS in_minutes,
     (SELECT sum(events) FROM customer_activity) AS in_customers,
-    (SELECT count() FROM timeline_facts FINAL WHERE lines_json != '') AS with_lines,
+    (SELECT sum(events) FROM ingest_minutes) AS in_ingest_minutes,
+    (SELECT count() FROM order_mentions FINAL) AS mentions,
+    (SELECT count() FROM timeline_facts FINAL WHERE related_order_id != '') AS mentions_expected,
     (SELECT count() FROM (SELECT DISTINCT minute, channel, campaign FROM sku_minutes)) AS sku_keys,
     (SELECT count() FROM (SELECT DISTINCT toStartOfMinute(event_time) AS minute, channel, campaign FROM timeline_facts FINAL
                           WHERE lines_json != '' AND JSONLength(lines_json) > 0)) AS sku_keys_expected

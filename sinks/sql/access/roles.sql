@@ -18,6 +18,7 @@ GRANT SELECT ON {database}.timeline_minutes TO omnihub_marketing, omnihub_it, om
 GRANT SELECT ON {database}.customer_activity TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
 GRANT SELECT ON {database}.sku_minutes TO omnihub_marketing, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
 GRANT SELECT ON {database}.identity_map TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
+GRANT SELECT ON {database}.current_ids TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
 GRANT SELECT ON {database}.order_lines TO omnihub_marketing, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
 GRANT SELECT ON {database}.campaigns TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_finance;
 GRANT SELECT ON {database}.customer_profiles TO omnihub_marketing, omnihub_it, omnihub_purchasing, omnihub_operations, omnihub_service, omnihub_finance;
@@ -25,3 +26,5 @@ GRANT SELECT(component, source, position, error, rejected_at, ingested_at) ON {d
 GRANT SELECT ON {database}.customer_identities TO omnihub_service;
 GRANT SELECT ON {database}.event_details TO omnihub_service;
 GRANT SELECT ON {database}.support_contacts TO omnihub_service;
+GRANT SELECT ON {database}.order_mentions TO omnihub_service;
+GRANT SELECT ON {database}.ingest_minutes TO omnihub_it, omnihub_operations;

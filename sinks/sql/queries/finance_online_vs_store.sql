@@ -11,7 +11,7 @@ FROM (
            sumIf(a.amount_minor, a.channel = 'store' AND a.event_type = 'receipt') AS store
     FROM (SELECT customer_id, channel, event_type, amount_minor FROM customer_activity
           WHERE event_type IN ('order', 'receipt')) AS a
-    LEFT JOIN (SELECT customer_id, argMax(current_id, version) AS current_id FROM identity_map GROUP BY customer_id) AS m
+    LEFT JOIN current_ids AS m
         ON a.customer_id = m.customer_id
     GROUP BY customer_id)
 GROUP BY customers

@@ -5,7 +5,7 @@ SELECT
     revenue, orders, traffic, conversion_rate,
     (SELECT uniqExact(if(m.current_id = '', a.customer_id, m.current_id))
      FROM (SELECT DISTINCT customer_id FROM customer_activity WHERE event_type IN ('order', 'receipt')) AS a
-     LEFT JOIN (SELECT customer_id, argMax(current_id, version) AS current_id FROM identity_map GROUP BY customer_id) AS m
+     LEFT JOIN current_ids AS m
          ON a.customer_id = m.customer_id) AS buying_customers,
     (SELECT round(countIf(repurchased = 1) / count(), 4) FROM customer_profiles FINAL
      WHERE deleted = 0 AND online_orders + store_orders > 0) AS repurchase_rate,

@@ -4,8 +4,7 @@ WITH (SELECT discount_code FROM campaigns FINAL WHERE campaign_id = {campaign:St
      -- from the per-customer rollup (each event once), under the ids customers resolve to now
      reached AS (SELECT DISTINCT if(m.current_id = '', a.customer_id, m.current_id) AS customer_id
                  FROM (SELECT DISTINCT customer_id FROM customer_activity WHERE campaign IN (code, {campaign:String})) AS a
-                 LEFT JOIN (SELECT customer_id, argMax(current_id, version) AS current_id FROM identity_map
-                            GROUP BY customer_id) AS m ON a.customer_id = m.customer_id)
+                 LEFT JOIN current_ids AS m ON a.customer_id = m.customer_id)
 SELECT
     (SELECT count() FROM best) AS best_customers,
     (SELECT count() FROM best WHERE customer_id IN (SELECT customer_id FROM reached)) AS best_customers_reached,

@@ -5,7 +5,7 @@ SELECT
     arraySort(groupUniqArray(d.contact_channel)) AS contact_channels,
     uniqExact(d.ticket_id) AS tickets
 FROM support_contacts AS d
-LEFT JOIN (SELECT customer_id, argMax(current_id, version) AS current_id FROM identity_map GROUP BY customer_id) AS m
+LEFT JOIN current_ids AS m
     ON d.customer_id = m.customer_id
 GROUP BY customer_id
 HAVING length(contact_channels) > 1
