@@ -82,3 +82,9 @@ INSERT INTO order_mentions
 SELECT related_order_id, event_id, event_time, channel, source_id, customer_id
 FROM timeline_facts FINAL
 WHERE related_order_id != '';
+
+-- A ticket's status as a column: a customer's timeline read every event's whole payload to show it, and a
+-- granule of payloads costs more than the rest of that query.
+ALTER TABLE timeline_events ADD COLUMN IF NOT EXISTS status LowCardinality(String)
+    MATERIALIZED JSONExtractString(payload_json, 'status');
+ALTER TABLE timeline_events MATERIALIZE COLUMN status;
