@@ -17,6 +17,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def limits(settings: Settings) -> dict:
             "max_threads": c.query_max_threads}
 
 
+@lru_cache(maxsize=512)   # sqlparse takes milliseconds on a report's text, which comes again and again
 def _statement(sql: str) -> str:
     """The one statement of a request (chDB would run several, one after the other)."""
     statements = [part.strip().rstrip(";").strip() for part in sqlparse.split(sql)]
@@ -142,6 +144,28 @@ def _open_session(settings: Settings):
 _sessions = _Sessions()
 
 
+class _Verdicts:
+    """Statements already found to be allowed reads (the console and reports send the same few again and
+    again): their EXPLAIN AST, 2-3 ms, is not asked twice. Bounded: the oldest are forgotten first."""
+
+    def __init__(self, size: int = 512):
+        self._seen: dict[str, None] = {}
+        self._size = size
+        self._lock = threading.Lock()
+
+    def __contains__(self, statement: str) -> bool:
+        return statement in self._seen
+
+    def remember(self, statement: str) -> None:
+        with self._lock:
+            self._seen[statement] = None
+            while len(self._seen) > self._size:
+                del self._seen[next(iter(self._seen))]
+
+
+_allowed = _Verdicts()
+
+
 def run_read_only(settings: Settings, sql: str, parameters: dict | None = None) -> tuple[list[str], list[list]]:
     """(columns, rows) of one analyst statement, in a read-only session of analysts' (never the sink's).
     Raises RefusedQuery for a statement that is not allowed, and ClickHouse's error for one that fails (a
@@ -151,8 +175,10 @@ def run_read_only(settings: Settings, sql: str, parameters: dict | None = None) 
     client = _sessions.take(settings)
     healthy = False
     try:
-        ast = client.query(f"EXPLAIN AST {statement}", parameters=parameters or None, settings=query_settings)
-        check_ast([row[0] for row in ast.result_rows])
+        if statement not in _allowed:   # the verdict depends on the text alone, not on parameter values
+            ast = client.query(f"EXPLAIN AST {statement}", parameters=parameters or None, settings=query_settings)
+            check_ast([row[0] for row in ast.result_rows])
+            _allowed.remember(statement)
         try:
             result = client.query(statement, parameters=parameters or None, settings=query_settings)
         except DatabaseError:
