@@ -112,6 +112,13 @@ WHERE (toStartOfHour(event_time), event_id) NOT IN (
 ORDER BY event_id
 LIMIT 1 BY event_id;
 
+-- Every customer id ever issued and the id it means now (the latest merge): what reports join to count
+-- customers as they are now.
+CREATE OR REPLACE VIEW current_ids AS
+SELECT customer_id, argMax(current_id, version) AS current_id
+FROM identity_map
+GROUP BY customer_id;
+
 -- The facts under the customer id each event resolves to now (merges re-key them here), one row per event.
 CREATE OR REPLACE VIEW facts_current AS
 SELECT
@@ -126,9 +133,4 @@ SELECT
     f.shipping_cost_minor AS shipping_cost_minor,
     f.related_order_id AS related_order_id
 FROM timeline_facts AS f FINAL
-LEFT JOIN
-(
-    SELECT customer_id, argMax(current_id, version) AS current_id
-    FROM identity_map
-    GROUP BY customer_id
-) AS m ON f.customer_id = m.customer_id;
+LEFT JOIN current_ids AS m ON f.customer_id = m.customer_id;

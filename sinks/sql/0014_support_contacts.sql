@@ -22,13 +22,6 @@ SELECT DISTINCT customer_id, JSONExtractString(attributes_json, 'contact_channel
 FROM event_details
 WHERE channel = 'support';
 
--- Every customer id ever issued and the id it means now (the latest merge): what reports join to count
--- customers as they are now.
-CREATE OR REPLACE VIEW current_ids AS
-SELECT customer_id, argMax(current_id, version) AS current_id
-FROM identity_map
-GROUP BY customer_id;
-
 -- Lag per minute of ingestion and channel (each event once, at its first arrival), for the ingestion-lag
 -- report: the events of the last hour of ingestion are read from here, not from the events.
 CREATE TABLE IF NOT EXISTS ingest_minutes
