@@ -97,6 +97,7 @@ def test_the_loyalty_app_applies_merges_and_honours_erasures(settings, tmp_path)
                     "SELECT DISTINCT current_id FROM identity_map FINAL").result_rows) and rows[0][0], 60, "the merge", hub)
                 await reader.read_until(lambda records: any(v and v["ticket_id"] == "T-LOY-1" for _, v in records), 120,
                                         "the alert for the merged customer's ticket", log)
+                assert len(reader.records) == 1, reader.records   # one alert, however the merge and profile interleave
                 [(key, alert)] = reader.records
                 assert key == alert["customer_id"] == survivor
                 # Pauline asks to be forgotten: the app deletes what it holds and tombstones her alert downstream.

@@ -64,14 +64,16 @@ async def alert_open_tickets(customer_id: str) -> None:
     if not best.get(customer_id):
         return
     done = list(alerted.get(customer_id) or [])
-    for ticket in open_tickets.get(customer_id) or []:
-        if ticket in done:
-            continue
-        done.append(ticket)
+    new = [ticket for ticket in open_tickets.get(customer_id) or [] if ticket not in done]
+    if not new:
+        return
+    # Marked as alerted before the first await: the four agents share one event loop, and another agent
+    # (a profile and a merge for the same customer) must not alert the same ticket while a send is waiting.
+    alerted[customer_id] = done + new
+    for ticket in new:
         alert = {"customer_id": customer_id, "ticket_id": ticket, "alerted_at": datetime.now(timezone.utc).isoformat()}
         await alerts.send(key=customer_id.encode(), value=json.dumps(alert).encode())
         log.info("alert: best customer %s has ticket %s open", customer_id, ticket)
-    alerted[customer_id] = done
 
 
 @app.agent(profiles)
