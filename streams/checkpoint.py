@@ -31,7 +31,7 @@ from collections import deque
 from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 
 from streams.state_store import StateStore
 
@@ -48,9 +48,10 @@ class Checkpoint:
         self.store, self.producer, self.changelog, self.broker = store, producer, changelog, broker
         self.run_id = uuid.uuid4().hex[:12]
         self.batches = 0
-        self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
-        self._partition_of: dict[tuple[str, bytes], int] = {}  # murmur2 is pure Python: once per key
+        # murmur2 is pure Python (about 20 us a key): once per key, whatever the topic (a customer's timeline
+        # records and profile share their key)
+        self._hash_of: dict[bytes, int] = {}
         self._in_flight: list[asyncio.Task] = []
         self._queued: asyncio.Future | None = None   # set once the last batch's changelog records are queued
         self._acknowledged: deque = deque()   # (delta, changelog offset), in order, not yet in RocksDB
@@ -152,14 +153,14 @@ class Checkpoint:
             partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         if key is None:
             return partitions[index % len(partitions)]
-        # The default partitioner (murmur2 of the key), as a plain send would choose: keyed topics stay
-        # co-partitioned with what other clients produce.
-        partition = self._partition_of.get((topic, key))
-        if partition is None:
-            if len(self._partition_of) > 500_000:
-                self._partition_of.clear()
-            partition = self._partition_of[(topic, key)] = self._partitioner(key, partitions, partitions)
-        return partition
+        # The default partitioner's choice (aiokafka's DefaultPartitioner, Kafka's murmur2 of the key), as a
+        # plain send would make it: keyed topics stay co-partitioned with what other clients produce.
+        hashed = self._hash_of.get(key)
+        if hashed is None:
+            if len(self._hash_of) > 500_000:
+                self._hash_of.clear()
+            hashed = self._hash_of[key] = murmur2(key) & 0x7FFFFFFF
+        return partitions[hashed % len(partitions)]
 
     @staticmethod
     def _crash_point(step: str) -> None:
