@@ -137,6 +137,8 @@ class IdentitySettings(_Section):
                               "within shared_window_days is shared and stops matching")
     shared_window_days: int = Field(default=90, ge=1)
     max_identifiers: int = Field(default=50, ge=2, description="a merge may not give a customer more identifiers than this")
+    mention_votes: int = Field(default=2, ge=0, description="a customer known only by social handles joins the "
+                               "customer whose orders its events named this many times (0: a mention never merges)")
     exclusive_kinds: list[str] = Field(default=["loyalty_id", "web_account"], description="a customer has at most one value of each")
     repurchase_days: int = Field(default=30, ge=1)
     best_customer_share: float = Field(default=0.05, gt=0, le=1, description="best customers: this top share by 12-month revenue")

@@ -9,6 +9,8 @@ changelog only on assignment):
 - sightings: identifier key -> customer ids it was seen with, and when (to spot shared identifiers)
 - events:    event id -> customer id (a redelivered event changes nothing)
 - meta:      "seq" -> next cluster sequence number
+- mentions:  order key not seen yet -> {customer known only by social handles who named it: times}, counted
+             as votes when the order arrives (a mention may come before its order, in any channel)
 
 Wrong merges are worse than missed ones, so every merge passes guards: blocked placeholder values
 never match, an identifier seen with more than `shared_after` distinct customers is demoted to
@@ -34,8 +36,12 @@ PRIORITY = ("loyalty_id", "web_account", "email", "phone", "social_handle", "ord
 UNLISTED_KINDS = ("order",)
 # A ticket or message naming an order number ("order_mention") joins the order's customer when
 # nothing stronger says otherwise; a mention of an order not seen yet claims nothing (it may name a
-# relative's order), so a mention never merges two customers, whichever arrives first.
+# relative's order), so a mention never merges two customers known by a contact identifier, whichever
+# arrives first. A customer known only by social handles (a name on a platform, no contact detail) whose
+# events name orders of one other customer `mention_votes` times is that customer: one mention may be a
+# relative's order, several of the same buyer's orders are not.
 MENTION_KIND = "order_mention"
+HANDLE_KINDS = ("social_handle",)
 
 
 def event_identifiers(event: dict) -> list[dict]:
@@ -60,6 +66,7 @@ class IdentityRules:
     shared_after: int = 3
     shared_window_days: int = 90
     max_identifiers: int = 50
+    mention_votes: int = 2                 # 0: a mention never merges
 
 
 @dataclass
@@ -96,6 +103,7 @@ def customer_id_for(key: str, salt: str = "") -> str:
 class IdentityGraph:
     def __init__(self, rules: IdentityRules, owners: MutableMapping, clusters: MutableMapping, aliases: MutableMapping,
                  sightings: MutableMapping, events: MutableMapping, meta: MutableMapping,
+                 mentions: MutableMapping | None = None,
                  tokenize: Callable[[str], str] | None = None):
         """tokenize: "kind:value" -> its token; with it, the graph (and so its state and everything it
         publishes) holds personal identifiers only as kind:token."""
@@ -103,6 +111,7 @@ class IdentityGraph:
         self.tokenize = tokenize
         self.owners, self.clusters, self.aliases = owners, clusters, aliases
         self.sightings, self.events, self.meta = sightings, events, meta
+        self.mentions = {} if mentions is None else mentions
         self.blocked = {v.lower() for v in rules.blocked_values}
         self.rank = {kind: i for i, kind in enumerate(PRIORITY)}
 
@@ -188,9 +197,13 @@ class IdentityGraph:
             if owner == target:
                 continue
             if identifier.key in mentions and owner is not None:
-                result.warnings.append((identifier.key, f"names an order of {owner} but the event is {target}'s: "
-                                                        "a mention does not merge customers"))
-                continue
+                votes = self._mention_votes(target, owner)
+                if not votes or votes < self.rules.mention_votes:   # else merged below, through the same guards as any merge
+                    result.warnings.append((identifier.key, f"names an order of {owner} but the event is {target}'s: "
+                                                            "a mention does not merge customers" + (
+                                                                f" ({votes} of {self.rules.mention_votes} for one known "
+                                                                "only by a social handle)" if votes else "")))
+                    continue
             if identifier.key in own_orders and owner is not None:
                 # An order claimed by a mention before it arrived (state written before mentions stopped
                 # claiming): the buyer's own identifiers say whose it is, and the claim merges nobody.
@@ -217,6 +230,8 @@ class IdentityGraph:
             result.absorbed.add(absorbed)
             result.changed.discard(absorbed)
             target = survivor
+        unseen = [key for key in mentions if self.owner(key) is None]
+        target = self._count_mentions(target, own_orders, unseen, event_id, result)
         result.customer_id = target
         for identifier in matching:
             self._sight(identifier, target, at, result)
@@ -253,6 +268,56 @@ class IdentityGraph:
         if not identifiers:
             raise ValueError(f"{text!r} is not an identifier: {'; '.join(notes)}")
         return self.tokenized(identifiers)[0][0].key
+
+    def _count_mentions(self, target: str, own_orders: set[str], unseen: list[str], event_id: str,
+                        result: Resolution) -> str:
+        """Mentions of orders not seen yet are kept for customers known only by social handles; when the order
+        arrives they count as votes for its buyer, and enough votes merge them (the same guards as any merge).
+        Returns the event's customer (the survivor if it merged)."""
+        if not self.rules.mention_votes:
+            return target
+        if unseen and self._handles_only(target):
+            for key in unseen:
+                named = dict(self.mentions.get(key) or {})
+                named[target] = named.get(target, 0) + 1
+                self.mentions[key] = named
+        for key in own_orders:
+            named = self.mentions.get(key)
+            if named is None:
+                continue
+            del self.mentions[key]
+            for customer, times in named.items():
+                customer = self.current(customer)
+                if customer == target or self.clusters.get(customer) is None:
+                    continue
+                votes = self._mention_votes(customer, target, times)
+                if votes < self.rules.mention_votes or self._merge_refusal(target, customer) is not None:
+                    continue
+                survivor, absorbed = self._merge(target, customer)
+                result.merges.append(Merge("merge", survivor, absorbed, key, event_id, self.clusters[survivor]["version"]))
+                result.changed.add(survivor)
+                result.absorbed.add(absorbed)
+                result.changed.discard(absorbed)
+                target = survivor
+        return target
+
+    def _handles_only(self, customer_id: str) -> bool:
+        cluster = self.clusters.get(customer_id)
+        return bool(cluster and cluster["identifiers"]) and all(
+            key.split(":", 1)[0] in HANDLE_KINDS for key in cluster["identifiers"])
+
+    def _mention_votes(self, target: str, owner: str, times: int = 1) -> int:
+        """How many of target's events named an order of owner, counting this one; 0 when target is known by
+        anything but social handles (then a mention never merges it)."""
+        if not self.rules.mention_votes or not self._handles_only(target):
+            return 0
+        cluster = self.clusters[target]
+        named = {}
+        for customer, count in (cluster.get("named") or {}).items():   # owners merged since count as one
+            named[self.current(customer)] = named.get(self.current(customer), 0) + count
+        named[owner] = named.get(owner, 0) + times
+        self.clusters[target] = {**cluster, "named": named}
+        return named[owner]
 
     def _new_cluster(self, first: Identifier) -> str:
         customer_id = customer_id_for(first.key)

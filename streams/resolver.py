@@ -36,7 +36,7 @@ def identity_rules(settings: Settings) -> IdentityRules:
                          blocked_values=tuple(s.blocked_values),
                          exclusive_kinds=tuple(s.exclusive_kinds), shared_after=s.shared_after,
                          shared_window_days=s.shared_window_days,
-                         max_identifiers=s.max_identifiers)
+                         max_identifiers=s.max_identifiers, mention_votes=s.mention_votes)
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Resolver:
         self.sealed = views["sealed"]          # identifier token key -> its kind:value sealed under its own key
         self.vault = open_vault(settings)
         self.graph = IdentityGraph(identity_rules(settings), views["owners"], views["clusters"], views["aliases"],
-                                   views["sightings"], views["events"], views["meta"],
+                                   views["sightings"], views["events"], views["meta"], views["mentions"],
                                    tokenize=lru_cache(maxsize=500_000)(self.vault.token))
         registry = settings.schemas.registry_url
         self.codecs = {name: codec(name, registry, topic) for name, topic in (

@@ -30,7 +30,7 @@ from rocksdict import Options, Rdict, WriteBatch
 
 log = logging.getLogger(__name__)
 
-VIEWS = ("owners", "clusters", "aliases", "sightings", "events", "meta", "profiles", "sealed")
+VIEWS = ("owners", "clusters", "aliases", "sightings", "events", "meta", "profiles", "sealed", "mentions")
 CHANGELOG_OFFSET = b"\x00changelog-offset"
 CHANGELOG_BROKER = b"\x00changelog-broker"
 MAX_DELTA_BYTES = 512 * 1024  # one changelog record at most, before compression; a larger delta is split in parts

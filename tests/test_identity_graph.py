@@ -138,6 +138,60 @@ def test_a_mention_arriving_before_its_order_never_merges_two_known_customers():
     assert lone.customer_id not in (buyer, dave) and g.owner("order:W-3") is None
 
 
+def test_a_handle_naming_one_buyers_orders_twice_joins_that_buyer():
+    g = graph()
+    buyer = g.resolve("o1", order_event("o1", "W-1", ("email", "a@x.com"))).customer_id
+    g.resolve("o2", order_event("o2", "W-2", ("email", "a@x.com")))
+    other = g.resolve("o3", order_event("o3", "W-3", ("email", "b@x.com"))).customer_id
+    handle = g.resolve("s0", ids(("social_handle", "al"))).customer_id        # a post naming no order
+    first = g.resolve("s1", mention_event("al", "W-1"))                         # one mention: maybe a relative's
+    assert first.customer_id == handle and not first.merges
+    assert any("1 of 2" in reason for _, reason in first.warnings)
+    elsewhere = g.resolve("s2", mention_event("al", "W-3"))                     # another buyer's order: its own count
+    assert elsewhere.customer_id == handle and not elsewhere.merges
+    second = g.resolve("s3", mention_event("al", "W-2"))                        # a second of a's orders: a is al
+    [merge] = second.merges
+    assert {merge.surviving_id, merge.absorbed_id} == {buyer, handle} and merge.identifier == "order:W-2"
+    assert g.current(handle) == g.current(buyer) == second.customer_id and g.current(other) == other
+    assert "named" not in g.clusters[second.customer_id]
+
+
+def test_mentions_count_whichever_arrives_first_the_mention_or_the_order():
+    g = graph()
+    al = g.resolve("s1", mention_event("al", "W-1")).customer_id               # names orders not placed yet
+    g.resolve("s2", mention_event("al", "W-2"))
+    bo = g.resolve("s3", mention_event("bo", "W-2")).customer_id               # once only
+    buyer = g.resolve("o1", order_event("o1", "W-1", ("email", "a@x.com")))
+    assert not buyer.merges and g.current(al) == al                            # one vote so far
+    second = g.resolve("o2", order_event("o2", "W-2", ("email", "a@x.com")))
+    [merge] = second.merges
+    assert {merge.surviving_id, merge.absorbed_id} == {buyer.customer_id, al} and merge.identifier == "order:W-2"
+    assert g.current(al) == g.current(buyer.customer_id) == second.customer_id
+    assert g.current(bo) == bo and g.mentions == {}
+    # one mention before its order and one after it add up too
+    cy = g.resolve("s4", mention_event("cy", "W-5")).customer_id
+    g.resolve("o5", order_event("o5", "W-5", ("email", "c@x.com")))
+    g.resolve("o6", order_event("o6", "W-6", ("email", "c@x.com")))
+    after = g.resolve("s5", mention_event("cy", "W-6"))
+    assert len(after.merges) == 1 and g.current(cy) == after.customer_id == g.owner("email:c@x.com")
+
+
+def test_a_customer_known_by_a_contact_identifier_is_never_merged_by_mentions():
+    g = graph()
+    buyer = g.resolve("o1", order_event("o1", "W-1", ("email", "a@x.com"))).customer_id
+    g.resolve("o2", order_event("o2", "W-2", ("email", "a@x.com")))
+    bob = g.resolve("s0", ids(("social_handle", "bob"), ("email", "bob@x.com"))).customer_id
+    for n, order in enumerate(["W-1", "W-2", "W-1"]):
+        again = g.resolve(f"s{n + 1}", mention_event("bob", order))
+        assert again.customer_id == bob and not again.merges
+    assert g.current(bob) == bob != g.current(buyer)
+    off = graph(mention_votes=0)                                                 # the rule switched off
+    off.resolve("o1", order_event("o1", "W-1", ("email", "a@x.com")))
+    al = off.resolve("s0", ids(("social_handle", "al"))).customer_id
+    assert all(not off.resolve(f"s{n}", mention_event("al", "W-1")).merges for n in range(1, 4))
+    assert off.current(al) == al
+
+
 def test_an_order_claimed_by_a_mention_in_older_state_goes_back_to_its_buyer():
     g = graph()
     buyer = g.resolve("o0", order_event("o0", "W-0", ("email", "a@x.com"))).customer_id

@@ -95,8 +95,12 @@ def mapped_events(folder: Path, manifest: dict) -> list[dict]:
 
 
 def resolve_offline(events: list[dict]) -> tuple[dict[str, str], dict]:
+    import gc
+
+    from streams.app import GC_THRESHOLDS
     from streams.identity import IdentityGraph, IdentityRules, event_identifiers
 
+    gc.set_threshold(*GC_THRESHOLDS)   # as the worker runs it: the comparison is of the same code, same collector
     graph = IdentityGraph(IdentityRules(), {}, {}, {}, {}, {}, {})
     assignments, warnings = {}, Counter()
     for event in sorted(events, key=lambda e: e["occurred_at"]):
