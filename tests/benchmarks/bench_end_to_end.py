@@ -4,7 +4,7 @@ same-shape no-op pipeline measured in the same run.
     python tests/benchmarks/bench_end_to_end.py [--events 1000000] [--customers 100000]
 
 - Omnihub: the hub on embedded defaults (disk broker, Faust resolution worker, ClickHouse sink) with the
-  five bundled connectors loading their files at once; done when ClickHouse counts every accepted event
+  bundled connectors loading their files at once, one process each (`omnihub connectors run NAME`); done when ClickHouse counts every accepted event
   in timeline_events.
 - No-op: the same connectors and broker; a pass-through process copying the channel records to one topic
   (tests/benchmarks/passthrough.py) and a sink that counts and discards them.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import tempfile
 import time
@@ -25,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
 from connectors.config import bundled_configs  # noqa: E402
-from connectors.runtime import Connector  # noqa: E402
 from connectors.scenario import generate  # noqa: E402
 from infra.broker import EmbeddedBroker  # noqa: E402
-from infra.hub import Hub, channel_topics  # noqa: E402
+from infra.hub import Hub, channel_topics, child_environment  # noqa: E402
 from infra.kafka import consumer_config, ensure_topics  # noqa: E402
 from infra.processes import spawn, stop_process  # noqa: E402
 from infra.progress import progress_bar  # noqa: E402
@@ -37,18 +37,32 @@ from infra.settings import load_settings  # noqa: E402
 PASSTHROUGH_TOPIC = "noop-timeline"
 
 
-async def load(settings, bootstrap: str, folder: Path) -> tuple[int, float]:
-    """(accepted events, seconds): the five connectors reading their files at once."""
+async def load(settings, bootstrap: str, folder: Path, logs: Path) -> tuple[int, float]:
+    """(accepted events, seconds): the bundled connectors reading their files at once, each in its own process
+    (`omnihub connectors run NAME`, as an integration engineer deploys them), so neither the hub's sink nor the
+    no-op's discarding consumer shares a Python process with them."""
     started = time.perf_counter()
-    connectors = [Connector(settings, bootstrap, config) for config in bundled_configs()]
-    reports = await asyncio.gather(*[c.run_file(next(folder.glob(f"{c.config.name}.*"))) for c in connectors])
-    return sum(r.accepted for r in reports), time.perf_counter() - started
+    env = child_environment(settings, bootstrap)
+    runs = {config.stem: spawn([sys.executable, "-m", "infra.cli", "connectors", "run", str(config), "--source-dir",
+                                str(folder)], logs / f"connector-{config.stem}.log", env=env)
+            for config in bundled_configs()}
+    while any(run.poll() is None for run in runs.values()):
+        await asyncio.sleep(0.2)
+    seconds = time.perf_counter() - started
+    accepted = 0
+    for name, run in runs.items():
+        output = (logs / f"connector-{name}.log").read_text()
+        counted = re.findall(r"= accepted (\d+) \+ rejected", output)
+        if run.returncode != 0 or not counted:
+            raise RuntimeError(f"connector {name} failed ({run.returncode}): {output[-2000:]}")
+        accepted += int(counted[-1])
+    return accepted, seconds
 
 
 async def omnihub(settings, folder: Path, expected: int, timeout: float) -> dict:
     async with Hub(settings, serve_queries=False) as hub:
         started = time.perf_counter()
-        loader = asyncio.ensure_future(load(settings, hub.bootstrap, folder))
+        loader = asyncio.ensure_future(load(settings, hub.bootstrap, folder, Path(settings.data_dir) / "logs"))
         bar = progress_bar(expected, "queryable in ClickHouse", unit="events")
         while True:
             await asyncio.sleep(1.0)
@@ -75,7 +89,7 @@ async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: fl
         await consumer.start()
         try:
             started = time.perf_counter()
-            loader = asyncio.ensure_future(load(settings, bootstrap, folder))
+            loader = asyncio.ensure_future(load(settings, bootstrap, folder, workdir / "logs"))
             discarded = 0
             bar = progress_bar(expected, "through the no-op pipeline", unit="events")
             while discarded < expected or not loader.done():
