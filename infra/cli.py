@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
+from infra.processes import tune_collector
 from infra.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("omnihub")
@@ -331,6 +332,7 @@ def connectors_run(ctx: click.Context, configs: tuple[str, ...], run_all: bool, 
         raise click.UsageError("--source reads one file: name one connector, or use --source-dir")
     bootstrap = _bootstrap(settings)
     loaded = [_load_connector(config, settings, bootstrap) for config in configs]
+    tune_collector()
 
     async def main() -> list:
         stop = asyncio.Event()

@@ -15,7 +15,7 @@ from pathlib import Path
 from infra.broker import EmbeddedBroker, wait_for_line, wait_until_ready
 from infra.clickhouse import LockedClient, open_client
 from infra.kafka import broker_id, ensure_topics
-from infra.processes import pid_alive, spawn, stop_process
+from infra.processes import pid_alive, spawn, stop_process, tune_collector
 from infra.settings import Settings
 from infra.supervision import ChildKeepsFailing, ChildState, ProcessChild, RestartPolicy, Supervisor, next_delay
 from sinks.clickhouse_sink import ClickHouseSink
@@ -270,6 +270,7 @@ class Hub:
             self.state_file.unlink(missing_ok=True)
 
     async def __aenter__(self) -> "Hub":
+        tune_collector()   # the sink makes rows for every event in this process
         try:
             return await self.start()
         except BaseException:

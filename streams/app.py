@@ -35,7 +35,6 @@ delta record per batch, replayed in order.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra.kafka import (broker_id, consumer_config, delete_topics, ensure_topics, fetched_end_offsets,
                          matching_partitions, matching_topics, producer_config)
+from infra.processes import tune_collector
 from infra.vault import open_vault
 from infra.settings import Settings
 from streams.checkpoint import Checkpoint
@@ -62,11 +62,6 @@ BATCH_MAX_EVENTS = 10_000     # resolved in a thread, but commands wait for it: 
 BATCH_WAIT_MS = 50            # how long a poll waits for a batch to fill when the topics are quiet
 TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
 FAUST_SESSION_TIMEOUT_MS = 3000
-# Resolution allocates a dozen short-lived containers an event while its caches hold millions of objects:
-# with Python's default thresholds (700, 10, 10) the cycle collector took 15-20% of the resolution time
-# (tests/benchmarks/eval_identity.py, cProfile of the resolver). The state holds no reference cycles worth
-# collecting often; memory is the same within noise.
-GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def state_changelog(settings: Settings) -> str:
@@ -314,9 +309,7 @@ def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> No
         await recover_state(settings, bootstrap, store)
 
     asyncio.run(prepare())
-    gc.collect()
-    gc.freeze()   # the recovered state is long-lived: no collection needs to walk it again
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_collector(freeze=True)   # the recovered state is long-lived: no collection needs to walk it again
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop; Faust needs one
     app = create_app(settings, bootstrap, store)
     worker = faust.Worker(app, loglevel=loglevel, override_logging=False)

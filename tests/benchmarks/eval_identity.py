@@ -97,7 +97,7 @@ def mapped_events(folder: Path, manifest: dict) -> list[dict]:
 def resolve_offline(events: list[dict]) -> tuple[dict[str, str], dict]:
     import gc
 
-    from streams.app import GC_THRESHOLDS
+    from infra.processes import GC_THRESHOLDS
     from streams.identity import IdentityGraph, IdentityRules, event_identifiers
 
     gc.set_threshold(*GC_THRESHOLDS)   # as the worker runs it: the comparison is of the same code, same collector
