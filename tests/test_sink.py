@@ -242,3 +242,35 @@ def test_erasure_removes_what_people_wrote_and_leaves_the_totals(settings, clien
     assert "c-gone" not in details_after and "rue X" not in payloads_after
     assert "Lovely shop" in details_after                              # someone else's stays
     assert '{"status":"closed"}' in payloads_after and '{"status":"open"}' in payloads_after  # what tickets need stays
+
+
+def test_chained_merges_in_one_batch_leave_every_id_meaning_the_last_survivor(settings, client):
+    """X into A, A into B, B into C in one batch (one read for the batch): X, A and B all mean C; the same
+    merges read again change nothing."""
+    ensure_topics(settings.kafka.bootstrap_servers, settings.topics.all_names(), settings.topics.partitions, 1)
+    merges = [{"action": "merge", "surviving_id": kept, "absorbed_id": gone, "identifier": f"email:{gone}",
+               "event_id": f"e-{n}", "version": n + 2, "at": T0 + timedelta(seconds=n)}
+              for n, (gone, kept) in enumerate([("X", "A"), ("A", "B"), ("B", "C")])]
+
+    def meaning() -> dict:
+        return dict(client.query("SELECT customer_id, current_id FROM identity_map FINAL").result_rows)
+
+    async def scenario():
+        await produce_records(settings, settings.topics.identity_merges, "identity_merge", merges, key=lambda m: "one")
+        task, stop, sink = start_sink(settings, client)
+        deadline = time.monotonic() + 60
+        while sink.stats.identity_map_rows < 6:
+            assert time.monotonic() < deadline and not task.done(), sink.stats
+            await asyncio.sleep(0.2)
+        first = meaning()
+        await produce_records(settings, settings.topics.identity_merges, "identity_merge", merges, key=lambda m: "one")
+        while sink.stats.identity_map_rows < 12:
+            assert time.monotonic() < deadline and not task.done(), sink.stats
+            await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        return first, meaning(), sink.stats
+
+    first, again, stats = asyncio.run(scenario())
+    assert first == again == {"X": "C", "A": "C", "B": "C"}, (first, again)
+    assert stats.batches >= 2
