@@ -16,8 +16,8 @@ TOPIC_REFRESH_SECONDS, so a new channel is read without a restart) instead of jo
 there is one resolution worker by design, and a group join costs 3 s of every start on tansu. Offsets are
 still committed under resolution_group(), where `omnihub status` reads the lag. Faust's per-message
 consumer path costs 150-250 us an event here (a no-op agent made 2.8k-7k events/s where aiokafka made
-65k-385k/s on the same topic), more than resolving the event; read in batches, the same worker resolves 6,500-9,700 events/s
-(tests/benchmarks/eval_identity.py). Each batch is resolved in a thread (the loop meanwhile sends and
+65k-385k/s on the same topic), more than resolving the event; read in batches, the same worker resolves 10,800-14,400
+events/s (tests/benchmarks/eval_identity.py). Each batch is resolved in a thread (the loop meanwhile sends and
 acknowledges the previous batches) while holding the state's lock. Operator commands (split, forget) stay a
 Faust agent on identity-commands, the best-customer threshold a Faust timer; `omnihub worker` is a Faust
 worker.
