@@ -33,6 +33,7 @@ from infra.hub import WorkerProcess  # noqa: E402
 from infra.kafka import broker_id, consumer_config, ensure_topics, producer_config  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 from schemas.serde import codec  # noqa: E402
+from infra.vault import open_vault  # noqa: E402
 from streams.app import state_changelog  # noqa: E402
 from streams.identity import customer_id_for  # noqa: E402
 from streams.state_store import StateStore  # noqa: E402
@@ -49,10 +50,12 @@ async def build_state(settings, bootstrap: str, identifiers: int) -> float:
     producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
     await producer.start()
     views, this_broker = store.views, broker_id(bootstrap)
+    vault = open_vault(settings)
     try:
         for start in range(0, identifiers, BATCH):
             for i in range(start, min(start + BATCH, identifiers)):
-                key = f"email:person{i}@example.com"
+                # as the worker keys identifiers since they are tokens (else its first start migrates the state)
+                key = "email:" + vault.token(f"email:person{i}@example.com")
                 customer = customer_id_for(key)
                 views["owners"][key] = customer
                 views["clusters"][customer] = {"identifiers": [key], "seq": i, "version": 1, "separated": []}
