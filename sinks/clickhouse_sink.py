@@ -186,15 +186,17 @@ class ClickHouseSink:
         absorbed = sorted({merge["absorbed_id"] for merge, _ in merges})
         stored = self.client.query("SELECT customer_id, current_id FROM identity_map FINAL "
                                    "WHERE current_id IN {ids:Array(String)}", parameters={"ids": absorbed}).result_rows
-        current = dict(stored)   # customer id -> the id it means now, for every id a merge of this batch may move
+        meaning: dict[str, set[str]] = {}   # an id -> the ids that mean it now (those a merge of it moves)
+        for customer_id, current_id in stored:
+            meaning.setdefault(current_id, set()).add(customer_id)
         rows = TableRows("identity_map", IDENTITY_MAP_COLUMNS)
         for merge, origin in merges:
             gone, kept = merge["absorbed_id"], merge["surviving_id"]
             version = int(merge["at"].timestamp() * 1000)
             identifier = hashlib.sha256(merge["identifier"].encode()).hexdigest()  # every department reads identity_map
-            moving = [gone] + sorted(customer for customer, now in current.items() if now == gone and customer != gone)
+            moving = [gone] + sorted(meaning.pop(gone, set()) - {gone})
+            meaning.setdefault(kept, set()).update(moving)
             for customer_id in moving:
-                current[customer_id] = kept
                 rows.add([customer_id, kept, version, merge["event_id"], identifier], origin)
         return rows
 
@@ -269,8 +271,11 @@ class ClickHouseSink:
         if batch.merges:
             identity_rows = self._identity_map_rows(batch.merges)
             failed = self._insert_isolating(identity_rows)
-            for origin in {id(origin): origin for origin, _ in failed}.values():  # one dead letter per merge record
-                refuse(identity_rows.table, origin, next(error for o, error in failed if o is origin))
+            first_error = {}   # every row of a merge comes from the same record: one dead letter for it
+            for origin, error in failed:
+                first_error.setdefault(id(origin), (origin, error))
+            for origin, error in first_error.values():
+                refuse(identity_rows.table, origin, error)
             mapped = len(identity_rows.rows) - len(failed)
         dead = TableRows("dead_letters", DEAD_LETTER_COLUMNS, batch.dead.rows + dead_rows,
                          batch.dead.origins + [None] * len(dead_rows))

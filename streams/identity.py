@@ -314,7 +314,8 @@ class IdentityGraph:
         cluster = self.clusters[target]
         named = {}
         for customer, count in (cluster.get("named") or {}).items():   # owners merged since count as one
-            named[self.current(customer)] = named.get(self.current(customer), 0) + count
+            customer = self.current(customer)
+            named[customer] = named.get(customer, 0) + count
         named[owner] = named.get(owner, 0) + times
         self.clusters[target] = {**cluster, "named": named}
         return named[owner]
