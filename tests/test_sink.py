@@ -16,6 +16,7 @@ from infra.kafka import ensure_topics
 from schemas.serde import codec
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.migrate import migrate
+from streams.profiles import empty, to_avro
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)
@@ -274,3 +275,61 @@ def test_chained_merges_in_one_batch_leave_every_id_meaning_the_last_survivor(se
     first, again, stats = asyncio.run(scenario())
     assert first == again == {"X": "C", "A": "C", "B": "C"}, (first, again)
     assert stats.batches >= 2
+
+
+class CountingClient:
+    """Forwards to the real client and counts the rows inserted into each table."""
+
+    def __init__(self, client):
+        self.client = client
+        self.rows: dict[str, int] = {}
+
+    def insert(self, table, rows, *args, **kwargs):
+        self.rows[table] = self.rows.get(table, 0) + len(rows)
+        return self.client.insert(table, rows, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_identities_row_is_written_when_a_customers_identifiers_change_and_again_after_a_tombstone(settings, client):
+    """A profile is republished at nearly every event; its customer_identities row is rewritten only when the
+    identifiers change, and again after the customer was tombstoned. What ClickHouse holds stays exact."""
+    ensure_topics(settings.kafka.bootstrap_servers, settings.topics.all_names(), settings.topics.partitions, 1)
+    encode = codec("customer_profile").encode
+
+    def profile(customer_id: str, identifiers: list[str]) -> bytes:
+        record = to_avro(empty(customer_id), identifiers, 1, 365, None)
+        record["sealed_identifiers"] = []  # identifiers in clear, as before they were sealed
+        return encode(record)
+
+    records = [("c", profile("c", ["email:a@x.org"])), ("c", profile("c", ["email:a@x.org"])),
+               ("d", profile("d", ["email:d@x.org"])), ("c", profile("c", ["email:a@x.org", "phone:+33600000001"])),
+               ("c", profile("c", ["email:a@x.org", "phone:+33600000001"])), ("d", None),
+               ("d", profile("d", ["email:d@x.org"]))]
+    counting = CountingClient(client)
+
+    async def scenario():
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for n, (key, value) in enumerate(records):  # one millisecond apart: the newest row wins
+                await producer.send_and_wait(settings.topics.customer_profiles, value, key=key.encode(),
+                                             timestamp_ms=int(T0.timestamp() * 1000) + n)
+        finally:
+            await producer.stop()
+        task, stop, sink = start_sink(settings, counting)
+        deadline = time.monotonic() + 60
+        while sink.stats.records_read < len(records):
+            assert time.monotonic() < deadline and not task.done(), sink.stats
+            await asyncio.sleep(0.2)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    held = {row[0]: (row[1], row[2]) for row in client.query(
+        "SELECT customer_id, identifiers, deleted FROM customer_identities FINAL").result_rows}
+    assert held == {"c": (["email:a@x.org", "phone:+33600000001"], 0), "d": (["email:d@x.org"], 0)}, held
+    # c: its first identifiers, then the changed ones; d: first, its tombstone, then again after it
+    assert counting.rows["customer_identities"] == 5, counting.rows
+    assert counting.rows["customer_profiles"] == len(records)
