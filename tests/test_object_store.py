@@ -7,8 +7,12 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+import localbucket
 
 from infra.broker import wait_for_line
 from infra.processes import spawn, stop_process
@@ -55,4 +59,37 @@ def test_listings_follow_writes_and_deletes_and_survive_a_restart(tmp_path):
     try:
         assert listing(base, records) == expected[:2] + expected[3:]
     finally:
+        stop_process(process, 5, "object store")
+
+
+def test_listings_are_byte_for_byte_what_localbucket_answers(tmp_path):
+    """The listing tansu asks for is written from cached entries; it must read exactly as localbucket's own
+    (ElementTree) answer over the same folder: paging, start-after, continuation tokens, url encoding."""
+    records = "topics/t/partitions/0000000000/records/"
+    process, base = start(tmp_path / "store", tmp_path / "store.log")
+
+    class Plain(localbucket.S3Handler):
+        data_root = (tmp_path / "store").resolve()
+
+    plain = ThreadingHTTPServer(("127.0.0.1", 0), Plain)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    plain_base = f"http://127.0.0.1:{plain.server_address[1]}/tansu"
+    try:
+        for offset in (5, 0, 3, 1, 4, 2):
+            call("PUT", f"{base}/{records}{offset:020d}.batch", b"x" * (offset + 1))
+        call("PUT", f"{base}/{records}odd%20name%26more.batch", b"odd")
+        call("PUT", f"{base}/topics/t/partitions/0000000001/records/00000000000000000000.batch", b"other")
+        call("PUT", f"{base}/topics/t/partitions/0000000000/recordsX", b"near the prefix")
+        first_page = call("GET", f"{base}?list-type=2&prefix={records}&max-keys=3").decode()
+        token = re.search(r"<NextContinuationToken>([^<]+)</NextContinuationToken>", first_page).group(1)
+        queries = [f"prefix={records}", f"prefix={records}&max-keys=3", f"prefix={records}&max-keys=0",
+                   f"prefix={records}&start-after={records}{2:020d}.batch", f"prefix={records}&continuation-token={token}",
+                   f"prefix={records}&encoding-type=url", "prefix=topics/t/", "prefix=nothing/"]
+        for query in queries:
+            ours = call("GET", f"{base}?list-type=2&{query}")
+            theirs = call("GET", f"{plain_base}?list-type=2&{query}")
+            assert ours == theirs, (query, ours, theirs)
+        assert first_page.count("<Key>") == 3
+    finally:
+        plain.shutdown()
         stop_process(process, 5, "object store")
