@@ -55,6 +55,11 @@ class EdgeSealer:
             sealed = self._sealed[key] = self.vault.seal(key, canonical)
         return sealed
 
+    def forget_sealed(self, subjects: list[str]) -> None:
+        """Drop what was sealed under these subjects' keys: another process stored different keys first."""
+        for subject in subjects:
+            self._sealed.pop(subject, None)
+
     def keys_in_text(self, text: str) -> list[str]:
         """Token keys of the emails and phone numbers written in a text (a ticket, a raw record)."""
         found = [{"kind": "email", "value": m.group(0), "platform": None} for m in EMAIL_IN_TEXT.finditer(text)]

@@ -31,6 +31,7 @@ from connectors.sources import (HEAD_BYTES, Position, PositionStore, SourceRecor
 from infra.progress import progress_bar
 from infra.kafka import broker_id, consumer_config, ensure_topics, producer_config
 from infra.settings import Settings
+from infra.vault import KeyConflict
 from schemas.models import dead_letter
 from schemas.serde import codec
 
@@ -43,6 +44,7 @@ def printable(text: str) -> str:
 
 COMMIT_EVERY = 5000        # records per acknowledged batch and position commit
 SEND_CHUNK = 500           # records mapped (their keys stored in one transaction) between two chances to send
+KEY_CONFLICT_ATTEMPTS = 5  # a batch sealed again because another connector created some of its keys first
 ID_HEADER = "omnihub-id"   # event id (channel records) or dead-letter id: what a resumed run deduplicates on
 DEAD_LETTER_NAMESPACE = uuid.UUID("0d1e4c8a-7f3b-5a2e-9c61-6f6d6e696875")
 RECORD_OVERHEAD_BYTES = 16 * 1024  # headers, key and batch framing around one record's value
@@ -170,8 +172,19 @@ class Connector:
         keys that on the id and the record's bytes, so a different record under a reused id is sent.
         The keys their sealing creates are stored in one vault transaction (50 us a key alone, 14 in a
         batch), before any of them leaves."""
-        with self.sealer.vault.batch():
-            prepared = [self._prepare(record, source, by_content) for record in records]
+        for attempt in range(KEY_CONFLICT_ATTEMPTS):
+            try:
+                with self.sealer.vault.batch(optimistic=True):  # other connectors map meanwhile (infra/vault.py)
+                    prepared = [self._prepare(record, source, by_content) for record in records]
+                break
+            except KeyConflict as conflict:  # another process created some of the same keys first: seal again with theirs
+                self.sealer.forget_sealed(conflict.subjects)
+                if attempt == KEY_CONFLICT_ATTEMPTS - 1:
+                    raise
+        for record in records:
+            # The outcome waits for its acknowledgement with thousands of others: it keeps where the record
+            # came from, not its bytes (a batch of large records would otherwise stay in memory whole).
+            record.raw, record.value = b"", None
         outcomes = []
         for outcome, topic, key, value, headers in prepared:
             if outcome.skip_key in skip_ids:  # already on Kafka: sent before (interrupted run, client retry)
@@ -201,9 +214,6 @@ class Connector:
             headers = [("connector", self.config.name.encode()), ("source", printable(source).encode()),
                        ("position", record.position.encode()), ("error", reason[:500].encode())]
         skip_key = f"{record_id}:{hashlib.sha256(record.raw).hexdigest()[:16]}" if by_content else record_id
-        # The outcome waits for its acknowledgement with thousands of others: it keeps where the record
-        # came from, not its bytes (a batch of large records would otherwise stay in memory whole).
-        record.raw, record.value = b"", None
         return Outcome(record, reason, None, record_id, skip_key), topic, key, value, headers
 
     async def settle(self, outcomes: list[Outcome], report: RunReport | None, high_water: dict[str, dict[str, int]]) -> None:

@@ -33,6 +33,14 @@ FIXED_NONCE = bytes(12)
 CACHE_CHECK_SECONDS = 0.5    # how stale a process's cached keys may be after another process destroys some
 
 
+class KeyConflict(Exception):
+    """Another process stored keys for subjects an optimistic batch created keys for: run the batch again."""
+
+    def __init__(self, subjects: list[str]):
+        super().__init__(f"{len(subjects)} keys were created meanwhile by another process")
+        self.subjects = subjects
+
+
 class Vault:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -40,6 +48,8 @@ class Vault:
         self._local = threading.local()
         self._keys: dict[str, bytes] = {}
         self._ciphers: dict[bytes, AESGCMSIV] = {}
+        self._pending: dict[str, bytes] | None = None   # an optimistic batch's new keys, not stored yet
+        self._locking = False                             # in a batch that takes the write lock at its first new key
         db = self._db()
         db.execute("CREATE TABLE IF NOT EXISTS secret (id INTEGER PRIMARY KEY CHECK (id = 1), value BLOB NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS subject_keys (subject TEXT PRIMARY KEY, key BLOB NOT NULL)")
@@ -81,6 +91,8 @@ class Vault:
             if count != self._destructions:
                 self._keys.clear()
                 self._destructions = count
+        if self._pending is not None and (key := self._pending.get(subject)) is not None:
+            return key  # created in this optimistic batch (the cache may have been cleared meanwhile)
         key = self._keys.get(subject)
         if key is not None:
             return key
@@ -90,6 +102,11 @@ class Vault:
             if not create:
                 return None
             new = AESGCMSIV.generate_key(256)
+            if self._pending is not None:  # an optimistic batch: stored with the others when it ends
+                self._pending[subject] = self._keys[subject] = new
+                return new
+            if self._locking and not db.in_transaction:  # a batch's first new key: from now on, one writer
+                db.execute("BEGIN IMMEDIATE")
             if db.execute("INSERT OR IGNORE INTO subject_keys (subject, key) VALUES (?, ?)", (subject, new)).rowcount:
                 row = (new,)
             else:  # another process created it meanwhile
@@ -176,17 +193,53 @@ class Vault:
     # --- forgetting -------------------------------------------------------------------------
 
     @contextmanager
-    def batch(self):
-        """One transaction for the keys created meanwhile (a batch of events), rather than one each."""
+    def batch(self, optimistic: bool = False):
+        """One transaction for the keys created meanwhile (a batch of events), rather than one each; none
+        if the batch creates no key. Every process of the hub shares the vault, and SQLite has one writer:
+        a batch that held the write lock from its start held it for its whole mapping or resolution, and
+        the connectors spent most of a load waiting for it (bench_end_to_end).
+        - default: the lock is taken at the batch's first new key and held to its end;
+        - optimistic (the connectors): new keys wait in memory and are stored together when the batch ends,
+          in a short transaction. If another process stored a key for one of the same subjects meanwhile,
+          its key is kept and KeyConflict is raised: what the batch sealed with the losing key must be
+          sealed again (the caller runs the batch again; the winners' keys are cached by then).
+        Nothing sealed may leave before its batch ended without error. One batch at a time per Vault."""
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
+        if optimistic:
+            self._pending = {}
+        else:
+            self._locking = True
         try:
             yield self
+            if optimistic:
+                self._store_pending(db)
+            elif db.in_transaction:
+                db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             self._keys.clear()  # keys created in it were never stored
             raise
+        finally:
+            self._pending, self._locking = None, False
+
+    def _store_pending(self, db: sqlite3.Connection) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        subjects = list(pending)
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT OR IGNORE INTO subject_keys (subject, key) VALUES (?, ?)", pending.items())
+        stored = {}
+        for start in range(0, len(subjects), 500):
+            part = subjects[start:start + 500]
+            stored.update(db.execute(f"SELECT subject, key FROM subject_keys WHERE subject IN ({','.join('?' * len(part))})",
+                                     part).fetchall())
         db.execute("COMMIT")
+        lost = [subject for subject in subjects if stored[subject] != pending[subject]]
+        if lost:
+            self._keys.clear()
+            raise KeyConflict(lost)
 
     def destroy(self, subjects: Iterable[str]) -> int:
         """Destroy these subjects' keys, for good; returns how many existed."""

@@ -16,10 +16,12 @@ import aiohttp
 import pytest
 import yaml
 
+from connectors.mapping import MappingError
 from connectors.runtime import ID_HEADER, Connector, run_connector, sample_records
 from connectors.webhook import Webhook
 from infra.hub import child_environment
 from infra.kafka import read_topic
+from infra.vault import Vault
 from schemas.serde import codec
 from tests.fixtures import channel_config, web_order, write_web_orders
 
@@ -216,3 +218,51 @@ def test_webhook_answers_after_kafka_and_rejects_with_reasons(settings, tmp_path
     letters = [codec("dead_letter").decode(r.value) for r in topic_records(settings, settings.topics.dead_letters, "app-sessions")]
     assert sorted(letter["position"] for letter in letters) == ["request r2 item 1", "request r4"]
     assert [l["raw"] for l in letters if l["position"] == "request r4"] == [b"{not json"]
+
+
+def test_a_batch_whose_keys_another_connector_created_first_is_sealed_again_with_theirs(settings, tmp_path):
+    """Connectors map at the same time and store their new keys when a batch ends (infra/vault.py). When
+    another connector stored a key for the same identifier meanwhile, the batch is sealed again with that
+    key before anything leaves: every identifier on the topic opens with the key the vault keeps."""
+    config = channel_config(settings, tmp_path, "web-orders")
+    first, second = (Connector(settings, settings.kafka.bootstrap_servers, config) for _ in range(2))
+    second.sealer.vault = Vault(settings.vault_path)  # another process: its own connection and cached keys
+    records = list(sample_records(first)[1])
+    raced = {"calls": 0}
+    prepare = first._prepare
+
+    def prepare_while_another_connector_maps(record, source, by_content):
+        prepared = prepare(record, source, by_content)
+        raced["calls"] += 1
+        if raced["calls"] == len(records):  # this batch's new keys wait in memory: the other connector seals
+            for same in sample_records(second)[1]:  # the same people now, and stores its keys first
+                try:
+                    second.convert(same)
+                except MappingError:
+                    pass
+        return prepared
+
+    first._prepare = prepare_while_another_connector_maps
+
+    async def send() -> list:
+        await first.start()
+        try:
+            outcomes = await first.send_many(records, "sample")
+            for outcome in outcomes:
+                if outcome.future is not None:
+                    await outcome.future
+            return outcomes
+        finally:
+            await first.stop()
+
+    outcomes = asyncio.run(send())
+    assert raced["calls"] > len(records)   # the batch was mapped again...
+    accepted = [outcome for outcome in outcomes if outcome.reason is None]
+    assert accepted
+    channel_codec, vault = codec("channel_event"), second.sealer.vault
+    for record in topic_records(settings, first.topic):
+        event = channel_codec.decode(record.value)
+        for identifier in event["identifiers"]:
+            if identifier.get("sealed"):   # ...so what left opens with the keys the vault kept
+                assert vault.open(identifier["sealed"]) is not None, identifier
+        assert event["sealed_personal"] is None or vault.open(event["sealed_personal"]) is not None

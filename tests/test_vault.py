@@ -4,18 +4,19 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from infra import vault as vault_module
-from infra.vault import Vault
+from infra.vault import KeyConflict, Vault
 
 
 def test_tokens_are_keyed_and_the_same_in_every_process(tmp_path):
     path = tmp_path / "vault.sqlite"
     here = Vault(path)
     token = here.token("phone:+33612345678")
-    other = subprocess.run([sys.executable, "-c", f"from infra.vault import Vault; print(Vault({str(path)!r}).token('phone:+33612345678'))"],
+    other = subprocess.run([sys.executable, "-c", f"from infra.vault import KeyConflict, Vault; print(Vault({str(path)!r}).token('phone:+33612345678'))"],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert other == token
     assert token != hashlib.sha256(b"phone:+33612345678").hexdigest()[:32]   # not a dictionary-testable hash
@@ -69,3 +70,42 @@ def test_a_value_sealed_for_several_subjects_opens_until_all_their_keys_are_dest
     assert vault.open(record) is not None          # still a key of someone it names
     vault.destroy(["phone:t2"])
     assert vault.open(record) is None
+
+
+def test_an_optimistic_batch_holds_no_lock_and_is_sealed_again_when_another_process_created_a_key_first(tmp_path):
+    """Connectors map their batches at the same time: new keys wait in memory and are stored when the batch
+    ends. A key that another process stored first wins; the batch learns it (KeyConflict) and seals again."""
+    connector, other = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
+    with pytest.raises(KeyConflict) as conflict:
+        with connector.batch(optimistic=True):
+            mine = connector.seal("email:t1", "email:ann@x.com")
+            assert connector.open(mine) == b"email:ann@x.com"
+            done = threading.Event()
+            # another process, meanwhile: not kept waiting by this batch
+            worker = threading.Thread(target=lambda: (other.seal("email:t1", "email:ann@x.com"), done.set()))
+            worker.start()
+            worker.join(timeout=10)
+            assert done.is_set(), "the other process waited for this batch's lock"
+            kept = connector.seal("email:t2", "email:bob@x.com")
+    assert conflict.value.subjects == ["email:t1"]
+    assert other.open(mine) is None                      # sealed with the key that lost: it must not leave
+    with connector.batch(optimistic=True):               # the batch again: the winner's key this time
+        again = connector.seal("email:t1", "email:ann@x.com")
+        kept_again = connector.seal("email:t2", "email:bob@x.com")
+    assert other.open(again) == b"email:ann@x.com" and again == other.seal("email:t1", "email:ann@x.com")
+    assert kept_again == kept and other.open(kept) == b"email:bob@x.com"  # its other new keys were stored
+
+
+def test_a_batch_that_creates_no_key_takes_no_lock(tmp_path):
+    """The worker's batches mostly open and reseal what connectors sealed: they must not stop connectors."""
+    worker, connector = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
+    known = worker.seal("email:t1", "email:ann@x.com")
+    with worker.batch():
+        assert worker.open(known) == b"email:ann@x.com"
+        done = threading.Event()
+        other = threading.Thread(target=lambda: (connector.seal("email:t9", "x"), done.set()))
+        other.start()
+        other.join(timeout=10)
+        assert done.is_set(), "a connector waited for a batch that created no key"
+        created = worker.seal("customer:c1", "details")    # its first new key: from now on, one writer
+    assert connector.open(created) == b"details"
