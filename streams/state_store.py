@@ -117,6 +117,11 @@ class StateView(MutableMapping):
             if value is not _ABSENT:
                 yield key, value
 
+    def unwritten_keys(self) -> set[str]:
+        """Keys written or deleted since RocksDB last received this view's changes (items() lists none of
+        the new ones): this batch's writes and the deltas in flight."""
+        return set(self.pending).union(*self.in_flight)
+
     def values(self):  # type: ignore[override]
         for _, value in self.items():
             yield value

@@ -74,3 +74,34 @@ def test_forgetting_someone_unknown_answers_with_nobody_rather_than_an_error(tmp
     resolver.command({"command": "forget", "request_id": "r2", "identifier": resolver.graph.identifier_key("email:p1@x.com")}, out)
     answer = decode([v for t, _, v in out.sends if t == settings.topics.customer_erasures][0])
     assert answer["customer_ids"] == [resolver.graph.events["e-1-0"]] and answer["identifiers_removed"] == 1
+
+
+def test_the_best_customer_segment_kept_in_memory_matches_every_profile_after_merges_and_forgetting(tmp_path):
+    """The threshold reads each customer's revenue from memory, kept as profiles change; after merges and
+    an erasure it must equal what reading every profile again gives."""
+    settings = load_settings(None, data_dir=tmp_path, identity={"best_customer_share": 0.2})
+    store = StateStore(tmp_path / "state")
+    resolver = Resolver(settings, store)
+    out = Outputs()
+    for customer in range(6):
+        resolver.event(order(customer, (customer + 1) * 10_000), out)
+    resolver.update_best_threshold(out)          # the segment is built here, then kept
+    resolver.finish(out)
+    store.apply(store.take_delta(), 1)
+    out = Outputs()
+    joined = order(1, 70_000, day=1)             # one person: customer 1's email and customer 4's phone...
+    joined["identifiers"] = [{"kind": "email", "value": "p1@x.com", "platform": None},
+                             {"kind": "loyalty_id", "value": "LC-4", "platform": None}]
+    resolver.event(joined, out)
+    with_card = order(4, 5_000, day=2)
+    with_card["identifiers"].append({"kind": "loyalty_id", "value": "LC-4", "platform": None})
+    resolver.event(with_card, out)               # ...customer 4's card: 1 and 4 are one customer now
+    resolver.forget({"command": "forget", "customer_id": resolver.graph.owner(resolver.graph.identifier_key("email:p5@x.com")),
+                     "reason": "test"}, out)
+    resolver.update_best_threshold(out)
+    resolver.finish(out)
+    store.apply(store.take_delta(), 2)
+    kept = resolver.profiles.segment()
+    reread = Resolver(settings, store).profiles.segment()
+    assert kept == reread
+    assert len(kept) == 4                         # six customers, two merged into one, one forgotten
