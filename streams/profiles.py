@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, insort
+from operator import itemgetter
 
 READS_PERSONAL = ("support", "social")   # channels whose text and attributes fold() reads (tickets, contacts, sentiment)
 MAX_ORDERS = 200   # kept per profile for re-purchase and 12-month revenue; bounded so a profile stays small
@@ -106,7 +107,7 @@ def revenue_12_months(profile: dict) -> int:
     if not profile["orders"] or profile["last_seen"] is None:
         return 0
     orders = profile["orders"]  # sorted by time: only the last year's tail is read
-    return sum(amount for _, amount in orders[bisect_left(orders, [profile["last_seen"] - YEAR_MS]):])
+    return sum(map(itemgetter(1), orders[bisect_left(orders, [profile["last_seen"] - YEAR_MS]):]))
 
 
 def repurchased(profile: dict, within_days: int) -> bool:

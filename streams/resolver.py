@@ -52,23 +52,27 @@ class ProfilesView(MutableMapping):
     """The profiles view, and each customer's 12-month revenue and published best-customer flag kept beside it
     once first asked for: the best-customer threshold then sorts an in-memory list (9 ms for 100,000
     customers) instead of reading every profile from RocksDB (1.8 s, holding resolution, every 30 s). The
-    revenue depends only on the profile (its orders up to its own last activity), so it stays exact."""
+    revenue depends only on the profile (its orders up to its own last activity), so it stays exact. A write
+    only marks the customer: the revenue is summed again when the threshold is next computed (summing it at
+    every write cost 9% of the worker at 1,000,000 events, where heavy buyers keep 200 orders)."""
 
     def __init__(self, view):
         self.view = view
         self._segment: dict[str, tuple[int, bool]] | None = None
+        self._changed: set[str] = set()
 
     def segment(self) -> dict[str, tuple[int, bool]]:
         """customer id -> (12-month revenue, published as a best customer)."""
         if self._segment is None:
-            segment = {customer_id: (profile_state.revenue_12_months(p), p.get("best", False))
-                       for customer_id, p in self.view.items() if p}
-            for customer_id in self.view.unwritten_keys():  # not in RocksDB yet: items() did not list them
-                if p := self.view.get(customer_id):
-                    segment[customer_id] = (profile_state.revenue_12_months(p), p.get("best", False))
-                else:
-                    segment.pop(customer_id, None)
-            self._segment = segment
+            self._segment = {customer_id: (profile_state.revenue_12_months(p), p.get("best", False))
+                             for customer_id, p in self.view.items() if p}
+            self._changed = self.view.unwritten_keys()  # not in RocksDB yet: items() did not list them
+        for customer_id in self._changed:
+            if p := self.view.get(customer_id):
+                self._segment[customer_id] = (profile_state.revenue_12_months(p), p.get("best", False))
+            else:
+                self._segment.pop(customer_id, None)
+        self._changed = set()
         return self._segment
 
     def get(self, key, default=None):
@@ -83,12 +87,12 @@ class ProfilesView(MutableMapping):
     def __setitem__(self, key, profile) -> None:
         self.view[key] = profile
         if self._segment is not None:
-            self._segment[key] = (profile_state.revenue_12_months(profile), profile.get("best", False))
+            self._changed.add(key)
 
     def __delitem__(self, key) -> None:
         del self.view[key]
         if self._segment is not None:
-            self._segment.pop(key, None)
+            self._changed.add(key)
 
     def __iter__(self):
         return iter(self.view)
