@@ -72,6 +72,15 @@ def test_a_value_sealed_for_several_subjects_opens_until_all_their_keys_are_dest
     assert vault.open(record) is None
 
 
+def seals_without_waiting(vault: Vault, subject: str, value: str) -> bool:
+    """Whether another process (its own connection) seals, creating a key, within 10 s."""
+    done = threading.Event()
+    other = threading.Thread(target=lambda: (vault.seal(subject, value), done.set()))
+    other.start()
+    other.join(timeout=10)
+    return done.is_set()
+
+
 def test_an_optimistic_batch_holds_no_lock_and_is_sealed_again_when_another_process_created_a_key_first(tmp_path):
     """Connectors map their batches at the same time: new keys wait in memory and are stored when the batch
     ends. A key that another process stored first wins; the batch learns it (KeyConflict) and seals again."""
@@ -80,12 +89,8 @@ def test_an_optimistic_batch_holds_no_lock_and_is_sealed_again_when_another_proc
         with connector.batch(optimistic=True):
             mine = connector.seal("email:t1", "email:ann@x.com")
             assert connector.open(mine) == b"email:ann@x.com"
-            done = threading.Event()
             # another process, meanwhile: not kept waiting by this batch
-            worker = threading.Thread(target=lambda: (other.seal("email:t1", "email:ann@x.com"), done.set()))
-            worker.start()
-            worker.join(timeout=10)
-            assert done.is_set(), "the other process waited for this batch's lock"
+            assert seals_without_waiting(other, "email:t1", "email:ann@x.com"), "it waited for this batch's lock"
             kept = connector.seal("email:t2", "email:bob@x.com")
     assert conflict.value.subjects == ["email:t1"]
     assert other.open(mine) is None                      # sealed with the key that lost: it must not leave
@@ -102,10 +107,6 @@ def test_a_batch_that_creates_no_key_takes_no_lock(tmp_path):
     known = worker.seal("email:t1", "email:ann@x.com")
     with worker.batch():
         assert worker.open(known) == b"email:ann@x.com"
-        done = threading.Event()
-        other = threading.Thread(target=lambda: (connector.seal("email:t9", "x"), done.set()))
-        other.start()
-        other.join(timeout=10)
-        assert done.is_set(), "a connector waited for a batch that created no key"
+        assert seals_without_waiting(connector, "email:t9", "x"), "a connector waited for a batch that created no key"
         created = worker.seal("customer:c1", "details")    # its first new key: from now on, one writer
     assert connector.open(created) == b"details"
