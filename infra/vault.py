@@ -48,8 +48,6 @@ class Vault:
         self._local = threading.local()
         self._keys: dict[str, bytes] = {}
         self._ciphers: dict[bytes, AESGCMSIV] = {}
-        self._pending: dict[str, bytes] | None = None   # an optimistic batch's new keys, not stored yet
-        self._locking = False                             # in a batch that takes the write lock at its first new key
         db = self._db()
         db.execute("CREATE TABLE IF NOT EXISTS secret (id INTEGER PRIMARY KEY CHECK (id = 1), value BLOB NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS subject_keys (subject TEXT PRIMARY KEY, key BLOB NOT NULL)")
@@ -91,7 +89,9 @@ class Vault:
             if count != self._destructions:
                 self._keys.clear()
                 self._destructions = count
-        if self._pending is not None and (key := self._pending.get(subject)) is not None:
+        local = self._local   # a batch belongs to its thread, as the SQLite connection does
+        pending = getattr(local, "pending", None)   # an optimistic batch's new keys, not stored yet
+        if pending is not None and (key := pending.get(subject)) is not None:
             return key  # created in this optimistic batch (the cache may have been cleared meanwhile)
         key = self._keys.get(subject)
         if key is not None:
@@ -102,10 +102,10 @@ class Vault:
             if not create:
                 return None
             new = AESGCMSIV.generate_key(256)
-            if self._pending is not None:  # an optimistic batch: stored with the others when it ends
-                self._pending[subject] = self._keys[subject] = new
+            if pending is not None:  # an optimistic batch: stored with the others when it ends
+                pending[subject] = self._keys[subject] = new
                 return new
-            if self._locking and not db.in_transaction:  # a batch's first new key: from now on, one writer
+            if getattr(local, "locking", False) and not db.in_transaction:  # a batch's first new key: one writer from now on
                 db.execute("BEGIN IMMEDIATE")
             if db.execute("INSERT OR IGNORE INTO subject_keys (subject, key) VALUES (?, ?)", (subject, new)).rowcount:
                 row = (new,)
@@ -203,12 +203,12 @@ class Vault:
           in a short transaction. If another process stored a key for one of the same subjects meanwhile,
           its key is kept and KeyConflict is raised: what the batch sealed with the losing key must be
           sealed again (the caller runs the batch again; the winners' keys are cached by then).
-        Nothing sealed may leave before its batch ended without error. One batch at a time per Vault."""
+        Nothing sealed may leave before its batch ended without error. One batch at a time per thread."""
         db = self._db()
         if optimistic:
-            self._pending = {}
+            self._local.pending = {}
         else:
-            self._locking = True
+            self._local.locking = True
         try:
             yield self
             if optimistic:
@@ -221,10 +221,10 @@ class Vault:
             self._keys.clear()  # keys created in it were never stored
             raise
         finally:
-            self._pending, self._locking = None, False
+            self._local.pending, self._local.locking = None, False
 
     def _store_pending(self, db: sqlite3.Connection) -> None:
-        pending = self._pending
+        pending = self._local.pending
         if not pending:
             return
         subjects = list(pending)
