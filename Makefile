@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_end_to_end.py
 	$(PY) tests/benchmarks/bench_latency.py
 	$(PY) tests/benchmarks/bench_recovery.py
+	$(PY) tests/benchmarks/bench_state_reads.py
 	$(PY) tests/benchmarks/bench_scale_out.py
 	$(PY) tests/benchmarks/bench_clickhouse.py
 
