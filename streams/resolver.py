@@ -50,14 +50,16 @@ class Outputs:
 
 class ProfilesView(MutableMapping):
     """The profiles view, and each customer's 12-month revenue and published best-customer flag kept beside it
-    once first asked for: the best-customer threshold then sorts an in-memory list (9 ms for 100,000
-    customers) instead of reading every profile from RocksDB (1.8 s, holding resolution, every 30 s). The
+    once first asked for: the best-customer threshold then sorts an in-memory list (8 ms for 100,000
+    customers) instead of reading every profile from RocksDB (1.7 s, holding resolution, every 30 s;
+    tests/benchmarks/bench_state_reads.py). The
     revenue depends only on the profile (its orders up to its own last activity), so it stays exact. A write
     only marks the customer: the revenue is summed again when the threshold is next computed (summing it at
     every write cost 9% of the worker at 1,000,000 events, where heavy buyers keep 200 orders)."""
 
     def __init__(self, view):
         self.view = view
+        self.get = view.get   # reads are the hot path (several an event): the view's own, without a frame of ours
         self._segment: dict[str, tuple[int, bool]] | None = None
         self._changed: set[str] = set()
 
@@ -74,9 +76,6 @@ class ProfilesView(MutableMapping):
                 self._segment.pop(customer_id, None)
         self._changed = set()
         return self._segment
-
-    def get(self, key, default=None):
-        return self.view.get(key, default)
 
     def __getitem__(self, key):
         return self.view[key]
