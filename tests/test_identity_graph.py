@@ -268,3 +268,13 @@ def test_with_a_tokenizer_the_graph_keeps_and_tells_no_identifier_value():
         assert value not in state, value
     assert "(withheld)" in repr(first.warnings) and first.clear[f"email:{tokenize('email:alice@x.com')}"] == "email:alice@x.com"
     assert g.identifier_key("email: ALICE@x.com") == f"email:{tokenize('email:alice@x.com')}"
+
+
+def test_customer_ids_are_the_uuid5_of_their_key_as_before():
+    """Ids are kept for ever (state, topics, ClickHouse): the fast path must give uuid5's exact text."""
+    import uuid
+
+    from streams.identity import CUSTOMER_NAMESPACE
+
+    for key, salt in [("email:a@b.c", ""), ("event:0f9e-é-ü", ""), ("loyalty_id:" + "x" * 300, "#3"), ("", "")]:
+        assert customer_id_for(key, salt) == str(uuid.uuid5(CUSTOMER_NAMESPACE, key + salt))
