@@ -37,13 +37,13 @@ PRIORITY = ("loyalty_id", "web_account", "email", "phone", "social_handle", "ord
 # An order belongs to whoever placed it, but is not one of their identifiers (no cap, no split).
 UNLISTED_KINDS = ("order",)
 # A ticket or message naming an order number ("order_mention") joins the order's customer when
-# nothing stronger says otherwise and the event names a contact detail (a new phone on a ticket);
-# a mention of an order not seen yet claims nothing (it may name a
-# relative's order), so a mention never merges two customers known by a contact identifier, whichever
-# arrives first. A customer known only by social handles (a name on a platform, no contact detail) whose
-# events name orders of one other customer `mention_votes` times is that customer: one mention may be a
-# relative's order, several of the same buyer's orders are not. A handle seen for the first time is such a
-# customer from its first message (eval_identity.py found it joining a relative when it joined at once).
+# nothing stronger says otherwise (a social handle seen for the first time does not: below); a mention
+# of an order not seen yet claims nothing (it may name a relative's order), so a mention never merges
+# two customers known by a contact identifier, whichever arrives first. A customer known only by social
+# handles (a name on a platform, no contact detail) whose events name orders of one other customer
+# `mention_votes` times is that customer: one mention may be a relative's order, several of the same
+# buyer's orders are not. A handle seen for the first time is such a customer from its first message
+# (eval_identity.py found it joining a relative when it joined at once).
 MENTION_KIND = "order_mention"
 HANDLE_KINDS = ("social_handle",)
 

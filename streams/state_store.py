@@ -167,7 +167,7 @@ class Delta:
 def rocksdb_options(file_bloom: bool = True, memtable_bloom: bool = True) -> Options:
     """Most reads of a new event's keys miss (its id, its new identifiers: about 3.6 reads an event), and a
     miss must be asked of every file and of the memtable, which holds the last batches' writes. Bloom filters
-    answer those without a search: per file (3.35 -> 0.77 us a miss among 1M keys on disk) and in the
+    answer those without a search: per file (4.39 -> 0.93 us a miss among 1M keys on disk) and in the
     memtable (a skip-list search otherwise: 2.70 -> 0.38 us a miss with batches of 40,000 keys written between
     the reads); both from tests/benchmarks/bench_state_reads.py."""
     options = Options(raw_mode=True)
