@@ -18,7 +18,6 @@ import asyncio
 import random
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,6 +35,7 @@ from sinks.clickhouse_sink import ClickHouseSink  # noqa: E402
 from sinks.migrate import migrate  # noqa: E402
 from sinks.named_queries import named_query, query_names, query_parameters  # noqa: E402
 from sinks.read_only import run_read_only  # noqa: E402
+from tests.benchmarks.scratch import scratch_directory  # noqa: E402
 
 DEPARTMENTS = ("kpis", "it", "marketing", "purchasing", "operations", "finance", "service")
 
@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="runs per department query")
     args = parser.parse_args()
     first_stage = min(1_000_000, args.rows)
-    with tempfile.TemporaryDirectory(prefix="omnihub-bench-") as tmp:
+    with scratch_directory(prefix="omnihub-bench-") as tmp:
         workdir = Path(tmp)
         settings = load_settings(None, data_dir=workdir, clickhouse={"embedded_path": workdir / "chdb"})
         with EmbeddedBroker(workdir / "logs") as broker:

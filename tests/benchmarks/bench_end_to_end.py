@@ -17,7 +17,6 @@ import asyncio
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from infra.kafka import consumer_config, ensure_topics  # noqa: E402
 from infra.processes import spawn, stop_process  # noqa: E402
 from infra.progress import progress_bar  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
+from tests.benchmarks.scratch import scratch_directory  # noqa: E402
 
 PASSTHROUGH_TOPIC = "noop-timeline"
 
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="omnihub-e2e-") as tmp:
+    with scratch_directory(prefix="omnihub-e2e-") as tmp:
         folder = Path(tmp) / "scenario"
         manifest = generate(folder, args.customers, args.events, seed=24)
         expected = sum(channel["valid"] for channel in manifest["channels"].values())

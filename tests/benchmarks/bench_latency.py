@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from connectors.webhook import Webhook  # noqa: E402
 from infra.hub import Hub  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 from streams.app import resolution_group  # noqa: E402
+from tests.benchmarks.scratch import scratch_directory  # noqa: E402
 
 TICK = 0.25
 
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="sessions offered per second")
     parser.add_argument("--seconds", type=float, default=300)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="omnihub-latency-") as tmp:
+    with scratch_directory(prefix="omnihub-latency-") as tmp:
         settings = load_settings(None, data_dir=Path(tmp), clickhouse={"embedded_path": Path(tmp) / "chdb"})
         asyncio.run(run(settings, args.rate, args.seconds))
 

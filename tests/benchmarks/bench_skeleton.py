@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +27,7 @@ from infra.kafka import consumer_config, ensure_topics, producer_config  # noqa:
 from infra.settings import load_settings  # noqa: E402
 from sinks.named_queries import stored_counts  # noqa: E402
 from tests.fixtures import web_order, write_web_orders  # noqa: E402
+from tests.benchmarks.scratch import scratch_directory  # noqa: E402
 
 
 async def raw_rates(settings, bootstrap: str, messages: int) -> tuple[float, float, int]:
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000, help="records for the raw produce/consume rates")
     parser.add_argument("--orders", type=int, default=20_000, help="orders for the end-to-end rate")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="omnihub-bench-") as tmp:
+    with scratch_directory(prefix="omnihub-bench-") as tmp:
         workdir = Path(tmp)
         settings = load_settings(None, data_dir=workdir, clickhouse={"embedded_path": workdir / "chdb", "query_port": 0})
         hub_for_broker = None
