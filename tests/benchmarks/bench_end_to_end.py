@@ -129,8 +129,8 @@ def main() -> None:
         expected = sum(channel["valid"] for channel in manifest["channels"].values())
         print(f"end to end: {args.events:,} generated events ({expected:,} valid) of {args.customers:,} people, "
               f"embedded broker on disk, this machine", flush=True)
-        # The no-op pipeline first: chDB runs in this process and may still merge the Omnihub run's tables after
-        # it ended. Run second, the no-op took 96-105 s, then 131 and 121 s in two of the last three runs.
+        # The no-op pipeline first, so nothing of the Omnihub run (chDB lives in this process) can run beside it.
+        # Not the cause of its spread, though: second it took 96 to 131 s over six runs, first 113.5 s.
         noop_settings = load_settings(None, data_dir=Path(tmp) / "noop")
         passthrough = asyncio.run(noop(noop_settings, folder, Path(tmp) / "noop", expected, args.timeout))
         print(f"  no-op     files -> connectors -> pass-through -> discard:       {passthrough['events'] / passthrough['seconds']:>8,.0f} "
