@@ -23,9 +23,9 @@ def remove_tree(path: Path) -> None:
         try:
             shutil.rmtree(path)
             return
-        except FileNotFoundError:
-            return
-        except OSError as failure:
+        except OSError as failure:   # an entry made or removed meanwhile (not found is one too): again
+            if not path.exists():
+                return
             error = failure
             time.sleep(REMOVE_PAUSE_SECONDS)
     print(f"could not remove {path}: {error}", file=sys.stderr)
