@@ -33,6 +33,7 @@ from infra.kafka import consumer_config, ensure_topics  # noqa: E402
 from infra.processes import spawn, stop_process  # noqa: E402
 from infra.progress import progress_bar  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
+from tests.benchmarks.cpu_usage import CpuUsage  # noqa: E402
 from tests.benchmarks.scratch import scratch_directory  # noqa: E402
 
 PASSTHROUGH_TOPIC = "noop-timeline"
@@ -65,6 +66,7 @@ async def omnihub(settings, folder: Path, expected: int, timeout: float) -> dict
         started = time.perf_counter()
         loader = asyncio.ensure_future(load(settings, hub.bootstrap, folder, Path(settings.data_dir) / "logs"))
         bar = progress_bar(expected, "queryable in ClickHouse", unit="events")
+        usage = CpuUsage("this process (hub: sink, ClickHouse)").start()
         while True:
             await asyncio.sleep(1.0)
             # count() is read from the parts' metadata; uniqExact reads every event id (150 ms of CPU at 1M rows,
@@ -76,12 +78,14 @@ async def omnihub(settings, folder: Path, expected: int, timeout: float) -> dict
                                                   "SELECT uniqExact(event_id) FROM timeline_events")).result_rows[0][0]
             bar.update(min(stored, expected) - bar.n)
             if stored >= expected and loader.done():
+                usage.stop()
                 bar.close()
                 break
             if time.perf_counter() - started > timeout:
                 raise RuntimeError(f"{stored:,} of {expected:,} events in ClickHouse after {timeout} s")
         accepted, load_seconds = loader.result()
-        return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds}
+        return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds,
+                "cpu": usage.summary()}
 
 
 async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: float) -> dict:
@@ -99,6 +103,7 @@ async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: fl
             loader = asyncio.ensure_future(load(settings, bootstrap, folder, workdir / "logs"))
             discarded = 0
             bar = progress_bar(expected, "through the no-op pipeline", unit="events")
+            usage = CpuUsage("this process (discarding sink)").start()
             while discarded < expected or not loader.done():
                 if stage.poll() is not None:
                     raise RuntimeError(f"the pass-through stage exited; see {workdir / 'logs' / 'passthrough.log'}")
@@ -109,9 +114,11 @@ async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: fl
                 bar.update(min(discarded, expected) - bar.n)
                 if batch:
                     await consumer.commit()
+            usage.stop()
             bar.close()
             accepted, load_seconds = loader.result()
-            return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds}
+            return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds,
+                    "cpu": usage.summary()}
         finally:
             await consumer.stop()
             stop_process(stage, 10, "pass-through stage")
@@ -136,11 +143,13 @@ def main() -> None:
         print(f"  no-op     files -> connectors -> pass-through -> discard:       {passthrough['events'] / passthrough['seconds']:>8,.0f} "
               f"events/s ({passthrough['events']:,} in {passthrough['seconds']:.1f} s; connectors done after "
               f"{passthrough['load_seconds']:.1f} s)", flush=True)
+        print(f"    CPU seconds: {passthrough['cpu']}", flush=True)
         real_settings = load_settings(None, data_dir=Path(tmp) / "omnihub",
                                       clickhouse={"embedded_path": Path(tmp) / "omnihub" / "chdb"})
         real = asyncio.run(omnihub(real_settings, folder, expected, args.timeout))
         print(f"  omnihub   files -> connectors -> Faust worker -> ClickHouse: {real['events'] / real['seconds']:>8,.0f} "
               f"events/s ({real['events']:,} in {real['seconds']:.1f} s; connectors done after {real['load_seconds']:.1f} s)", flush=True)
+        print(f"    CPU seconds: {real['cpu']}", flush=True)
         print(f"  omnihub / no-op: {(real['events'] / real['seconds']) / (passthrough['events'] / passthrough['seconds']):.2f} "
               f"(target 0.6); omnihub {real['events'] / real['seconds']:,.0f} events/s (target 4,000)")
 

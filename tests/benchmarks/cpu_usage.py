@@ -1,0 +1,103 @@
+"""CPU seconds of a benchmark's own process and of every process it started, by what each one is: on a
+machine whose cores are all busy, where a run's time goes (Linux: read from /proc)."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+SAMPLE_SECONDS = 0.5
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# (name, text of its command line), the first that matches names a process
+ROLES = (("worker", "infra.cli worker"), ("connectors", "connectors run"), ("broker", "tansu"),
+         ("object store", "infra.object_store"), ("pass-through", "tests.benchmarks.passthrough"))
+
+
+def _processes() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds so far, user and system) of every process."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:   # exited meanwhile
+            continue
+        found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return found
+
+
+def _role(pid: int) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    return next((name for name, text in ROLES if text in command), "other")
+
+
+class CpuUsage:
+    """Samples the CPU time of every descendant every SAMPLE_SECONDS in a thread (a child's time is gone
+    from /proc once it exits: up to one interval of each is missed), and this process's own (every
+    thread: the hub's sink and the ClickHouse engine when they run here) at the start and the end."""
+
+    def __init__(self, own_name: str):
+        self.own_name = own_name
+        self.seconds: dict[int, float] = {}   # pid -> CPU seconds since the start
+        self.roles: dict[int, str] = {}
+        self._before: dict[int, float] = {}   # what processes already running had used at the start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-usage", daemon=True)
+
+    def start(self) -> "CpuUsage":
+        self._before = {pid: cpu for pid, (_, cpu) in _processes().items()}
+        self._own_started = time.process_time()
+        self._wall_started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.own_seconds = time.process_time() - self._own_started
+        self.wall_seconds = time.monotonic() - self._wall_started
+
+    def __enter__(self) -> "CpuUsage":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            self._sample()
+
+    def _sample(self) -> None:
+        processes = _processes()
+        children: dict[int, list[int]] = defaultdict(list)
+        for pid, (parent, _) in processes.items():
+            children[parent].append(pid)
+        pending = list(children[os.getpid()])
+        while pending:
+            pid = pending.pop()
+            pending.extend(children[pid])
+            if pid not in self.roles:
+                self.roles[pid] = _role(pid)
+            self.seconds[pid] = processes[pid][1] - self._before.get(pid, 0.0)
+
+    def by_role(self) -> dict[str, float]:
+        totals: dict[str, float] = defaultdict(float)
+        totals[self.own_name] = self.own_seconds
+        for pid, seconds in self.seconds.items():
+            totals[self.roles[pid]] += seconds
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+    def summary(self) -> str:
+        """One line: CPU seconds by role, their sum, and how many cores that kept busy."""
+        totals = self.by_role()
+        everything = sum(totals.values())
+        return (", ".join(f"{name} {seconds:.1f}" for name, seconds in totals.items() if seconds >= 0.05)
+                + f"; {everything:.1f} in all over {self.wall_seconds:.1f} s: {everything / self.wall_seconds:.2f} "
+                  f"of {os.cpu_count()} cores busy")
