@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import clickhouse_connect
+from clickhouse_connect.driver import options
 from clickhouse_connect.driver.client import Client
 
 from infra.settings import Settings
@@ -29,6 +30,9 @@ def open_client(settings: Settings, create_database: bool = True) -> Client:
     if create_database:
         bootstrap = clickhouse_connect.get_client(dsn=dsn)
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    # clickhouse-connect imports pandas at its first insert, to ask whether the rows are a DataFrame: 0.4 s
+    # here, and seconds while a load keeps the cores busy, by which the first batch came late. Now, at the start.
+    options.pd  # noqa: B018
     return clickhouse_connect.get_client(dsn=dsn, database=database)
 
 
