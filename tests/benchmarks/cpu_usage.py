@@ -16,7 +16,7 @@ ROLES = (("worker", "infra.cli worker"), ("connectors", "connectors run"), ("bro
 
 
 def _processes() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds so far, user and system) of every process."""
+    """pid -> (parent pid, CPU seconds used so far: user plus system) of every process."""
     found = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
