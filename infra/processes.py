@@ -58,6 +58,12 @@ def last_line(log_file: Path, limit: int = 300) -> str:
     return (errors or lines or [""])[-1][:limit]
 
 
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses): [0] the
+    state, [1] the parent pid, [11] and [12] user and system CPU in clock ticks. Raises OSError once it exited."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -67,7 +73,7 @@ def pid_alive(pid: int) -> bool:
         return True
     # A zombie is not alive: it has exited and waits for its parent to reap it.
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        return proc_stat(pid)[0] != "Z"
     except OSError:
         return True
 

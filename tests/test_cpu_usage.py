@@ -1,12 +1,14 @@
 """The CPU accounting bench_end_to_end prints: a child's CPU seconds are counted under its role, even after
-it exited, and what ran before the start is not."""
+it exited, and what it used before the start is not."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 
-from tests.benchmarks.cpu_usage import CpuUsage
+from infra.processes import proc_stat
+from tests.benchmarks.cpu_usage import CLOCK_TICKS, SAMPLE_SECONDS, CpuUsage
 
 BURN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
 
@@ -15,16 +17,30 @@ def burn(seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", BURN.format(seconds=seconds)])
 
 
-def test_children_are_counted_by_role_and_after_they_exit():
-    already = burn(3.0)   # running, and busy, before the count starts: only what it uses afterwards counts
-    time.sleep(1.0)
+def cpu_seconds(pid: int) -> float:
+    fields = proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def reap(process: subprocess.Popen) -> float:
+    """Wait for the child; its whole CPU time, exactly (the kernel's account, not a sample)."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def test_children_are_counted_by_role_after_they_exit_and_not_before_the_start():
+    already = burn(3.0)
+    while cpu_seconds(already.pid) < 1.0:   # busy for a second before the count starts: that second must not count
+        time.sleep(0.05)
+    before = cpu_seconds(already.pid)
     with CpuUsage("this process") as usage:
         child = burn(1.5)
-        child.wait()      # exits (and is reaped) well before the count stops
-        already.wait()
-        time.sleep(1.0)
-    other = usage.by_role()["other"]
-    # 1.5 s of the new child (less at most one sampling interval lost at its exit) and what the first one
-    # used after the start (its remaining ~2 s, of which 1 s was surely counted before it exited)
-    assert 1.5 + 1.0 - 0.5 <= other <= 1.5 + 3.0
-    assert f"other {other:.1f}" in usage.summary() and usage.wall_seconds >= 1.0
+        used_by_child = reap(child)         # gone from /proc well before the count stops
+        used_after_start = reap(already) - before
+        time.sleep(SAMPLE_SECONDS * 2)
+    counted = usage.by_role()["other"]
+    expected = used_by_child + used_after_start
+    # each exited child's last SAMPLE_SECONDS may be missed; counting the time before the start adds >= 1 s
+    assert expected - 2 * SAMPLE_SECONDS - 0.05 <= counted <= expected + 0.05
+    assert f"other {counted:.1f}" in usage.summary() and usage.wall_seconds >= 1.0

@@ -66,23 +66,23 @@ async def omnihub(settings, folder: Path, expected: int, timeout: float) -> dict
         started = time.perf_counter()
         loader = asyncio.ensure_future(load(settings, hub.bootstrap, folder, Path(settings.data_dir) / "logs"))
         bar = progress_bar(expected, "queryable in ClickHouse", unit="events")
-        usage = CpuUsage("this process (hub: sink, ClickHouse)").start()
-        while True:
-            await asyncio.sleep(1.0)
-            # count() is read from the parts' metadata; uniqExact reads every event id (150 ms of CPU at 1M rows,
-            # every second, in the hub's process): asked only once the rows may all be there. A redelivered
-            # event is a second row until ClickHouse merges it, so only the exact count says the load is done.
-            stored = (await asyncio.to_thread(hub.client.query, "SELECT count() FROM timeline_events")).result_rows[0][0]
-            if stored >= expected:
-                stored = (await asyncio.to_thread(hub.client.query,
-                                                  "SELECT uniqExact(event_id) FROM timeline_events")).result_rows[0][0]
-            bar.update(min(stored, expected) - bar.n)
-            if stored >= expected and loader.done():
-                usage.stop()
-                bar.close()
-                break
-            if time.perf_counter() - started > timeout:
-                raise RuntimeError(f"{stored:,} of {expected:,} events in ClickHouse after {timeout} s")
+        with CpuUsage("this process (hub: sink, ClickHouse)") as usage:
+            while True:
+                await asyncio.sleep(1.0)
+                # count() is read from the parts' metadata; uniqExact reads every event id (150 ms of CPU at 1M
+                # rows, every second, in the hub's process): asked only once the rows may all be there. A
+                # redelivered event is a second row until ClickHouse merges it, so only the exact count says the
+                # load is done.
+                stored = (await asyncio.to_thread(hub.client.query, "SELECT count() FROM timeline_events")).result_rows[0][0]
+                if stored >= expected:
+                    stored = (await asyncio.to_thread(hub.client.query,
+                                                      "SELECT uniqExact(event_id) FROM timeline_events")).result_rows[0][0]
+                bar.update(min(stored, expected) - bar.n)
+                if stored >= expected and loader.done():
+                    break
+                if time.perf_counter() - started > timeout:
+                    raise RuntimeError(f"{stored:,} of {expected:,} events in ClickHouse after {timeout} s")
+        bar.close()
         accepted, load_seconds = loader.result()
         return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds,
                 "cpu": usage.summary()}
@@ -103,18 +103,17 @@ async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: fl
             loader = asyncio.ensure_future(load(settings, bootstrap, folder, workdir / "logs"))
             discarded = 0
             bar = progress_bar(expected, "through the no-op pipeline", unit="events")
-            usage = CpuUsage("this process (discarding sink)").start()
-            while discarded < expected or not loader.done():
-                if stage.poll() is not None:
-                    raise RuntimeError(f"the pass-through stage exited; see {workdir / 'logs' / 'passthrough.log'}")
-                if time.perf_counter() - started > timeout:
-                    raise RuntimeError(f"{discarded:,} of {expected:,} records through the no-op pipeline after {timeout} s")
-                batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
-                discarded += sum(len(messages) for messages in batch.values())
-                bar.update(min(discarded, expected) - bar.n)
-                if batch:
-                    await consumer.commit()
-            usage.stop()
+            with CpuUsage("this process (discarding sink)") as usage:
+                while discarded < expected or not loader.done():
+                    if stage.poll() is not None:
+                        raise RuntimeError(f"the pass-through stage exited; see {workdir / 'logs' / 'passthrough.log'}")
+                    if time.perf_counter() - started > timeout:
+                        raise RuntimeError(f"{discarded:,} of {expected:,} records through the no-op pipeline after {timeout} s")
+                    batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+                    discarded += sum(len(messages) for messages in batch.values())
+                    bar.update(min(discarded, expected) - bar.n)
+                    if batch:
+                        await consumer.commit()
             bar.close()
             accepted, load_seconds = loader.result()
             return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds,
