@@ -110,6 +110,10 @@ def test_inserts_refused_for_30_seconds_then_everything_arrives_once(settings, c
     stats = asyncio.run(scenario())
     assert flaky.refused >= 10 and stats.insert_failures == flaky.refused  # retried with backoff for 30 s
     assert stored(client) == (count, count, sum(100 + i for i in range(count)))
+    times = client.query("SELECT toUnixTimestamp64Milli(min(event_time)), toUnixTimestamp64Milli(max(event_time)) "
+                         "FROM timeline_events").result_rows[0]
+    first = int(T0.timestamp() * 1000)
+    assert times == (first, first + (count - 1) * 1000), times  # as published, to the millisecond
 
 
 def test_sink_stopped_between_insert_and_commit_replays_without_duplicates(settings, client):
@@ -333,3 +337,7 @@ def test_identities_row_is_written_when_a_customers_identifiers_change_and_again
     # c: its first identifiers, then the changed ones; d: first, its tombstone, then again after it
     assert counting.rows["customer_identities"] == 5, counting.rows
     assert counting.rows["customer_profiles"] == len(records)
+    # each row's time is its Kafka record's (the sink passes epoch milliseconds to the DateTime64(3) columns)
+    updated = dict(client.query("SELECT customer_id, toUnixTimestamp64Milli(updated_at) FROM customer_profiles FINAL").result_rows)
+    first = int(T0.timestamp() * 1000)
+    assert updated == {"c": first + 4, "d": first + 6}, updated
