@@ -105,3 +105,42 @@ def test_the_best_customer_segment_kept_in_memory_matches_every_profile_after_me
     reread = Resolver(settings, store).profiles.segment()
     assert kept == reread
     assert len(kept) == 4                         # six customers, two merged into one, one forgotten
+
+
+def test_a_batch_resolves_around_a_broken_record_and_reads_the_keys_it_opens_at_once(tmp_path):
+    """channel_records: a record that does not decode goes to dead letters with its position, the others are
+    resolved in order; what the profiles read of support and social messages (sealed by the connector, in
+    another process) opens with keys read by one prefetch, not a read each."""
+    from connectors.config import bundled_configs
+    from connectors.runtime import Connector, sample_records
+    from connectors.scenario import generate
+    from infra import vault as vault_module
+
+    settings = load_settings(None, data_dir=tmp_path)
+    manifest = generate(tmp_path / "scenario", 50, 600, seed=3)
+    records = []
+    for config in bundled_configs():
+        connector = Connector(settings, "", config)
+        if connector.config.name not in ("support-tickets", "social-messages"):
+            continue
+        for record in sample_records(connector, tmp_path / "scenario" / manifest["channels"][connector.config.name]["file"])[1]:
+            for _, event, reason in connector.preview([record]):
+                if reason is None:
+                    records.append((connector.codec.encode(connector.sealer.seal_event(event)), connector.topic))
+    assert len(records) > 20
+    vault_module._open.clear()    # the worker's own vault, no key cached: the connector is another process
+    resolver = Resolver(settings, StateStore(tmp_path / "state"))
+    statements: list[str] = []
+    resolver.vault._db().set_trace_callback(statements.append)
+    batch = [(value, topic, 0, offset) for offset, (value, topic) in enumerate(records)]
+    batch.insert(5, (b"not avro", records[0][1], 0, 999))
+    out = Outputs()
+    resolver.channel_records(batch, out)
+    timeline = [codec("timeline_event").decode(v) for t, _, v in out.sends if t == settings.topics.customer_timeline]
+    dead = [codec("dead_letter").decode(v) for t, _, v in out.sends if t == settings.topics.dead_letters]
+    assert len(timeline) == len(records) and len(dead) == 1 and dead[0]["position"] == "partition 0 offset 999"
+    key_reads = [s for s in statements if "FROM subject_keys" in s]
+    assert len(key_reads) == 1 and " IN (" in key_reads[0], key_reads
+    profiles = published_profiles(resolver, out)
+    assert sum(p["social_mentions"] for p in profiles.values()) == sum("social" in t for _, t in records)
+    assert any(p["sentiment"] is not None for p in profiles.values())   # the messages' text was opened

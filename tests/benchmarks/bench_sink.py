@@ -55,8 +55,8 @@ def worker_records(settings, folder: Path, customers: int, events: int) -> tuple
     for start in range(0, len(records), WORKER_BATCH):
         out = Outputs()
         with resolver.vault.batch():
-            for offset, (topic, value) in enumerate(records[start:start + WORKER_BATCH], start):
-                resolver.channel_record(value, topic, 0, offset, out)
+            resolver.channel_records(((value, topic, 0, offset) for offset, (topic, value)
+                                      in enumerate(records[start:start + WORKER_BATCH], start)), out)
             resolver.finish(out)
         store.apply(store.take_delta(), start)
         published.extend(Record(topic, 0, len(published), key, value, now) for topic, key, value in out.sends)
