@@ -33,7 +33,11 @@ INTERLEAVE = 500   # records of each channel in turn
 
 def channel_records(settings, folder: Path, customers: int, events: int) -> list[tuple[str, bytes]]:
     """(topic, encoded record) as the connectors publish them, the channels interleaved."""
-    manifest = generate(folder, customers, events, seed=24)
+    return encoded_records(settings, folder, generate(folder, customers, events, seed=24))
+
+
+def encoded_records(settings, folder: Path, manifest: dict) -> list[tuple[str, bytes]]:
+    """(topic, encoded record) of a generated scenario as the connectors publish them, the channels interleaved."""
     per_channel = []
     for config in bundled_configs():
         connector = Connector(settings, "", config)
@@ -65,35 +69,45 @@ def main() -> None:
         print(f"worker's per-event cost without Kafka: {len(records):,} channel records of {args.customers:,} people, "
               f"batches of {args.batch:,}", flush=True)
         tune_collector(freeze=True)   # as the worker runs
-        store = StateStore(Path(tmp) / "state")
-        resolver = Resolver(settings, store)
-        resolving = persisting = 0.0
-        window_started, window_events, sends = time.perf_counter(), 0, 0
-        for start in range(0, len(records), args.batch):
-            batch = records[start:start + args.batch]
-            began = time.perf_counter()
-            out = Outputs()
-            with resolver.vault.batch():
-                resolver.channel_records(((value, topic, 0, offset) for offset, (topic, value) in enumerate(batch, start)), out)
-                resolver.finish(out)
-            resolved = time.perf_counter()
-            delta = store.take_delta()
-            delta.records(f"bench-{start}")
-            store.apply(delta, start)
-            resolving += resolved - began
-            persisting += time.perf_counter() - resolved
-            sends += len(out.sends)
-            window_events += len(batch)
-            if window_events >= REPORT_EVERY or start + args.batch >= len(records):
-                held = " ".join(f"{name} {len(view.cache):,}" for name, view in store.views.items() if view.cache)
-                print(f"  to {start + len(batch):>9,}: {(time.perf_counter() - window_started) / window_events * 1e6:6.1f} "
-                      f"us an event (cached entries: {held})", flush=True)
-                window_started, window_events = time.perf_counter(), 0
+        resolving, persisting, sends = run_worker_code(settings, Path(tmp) / "state", records, args.batch, report=True)
         events = len(records)
         print(f"resolution {resolving / events * 1e6:.1f} us an event (Resolver.channel_records and finish), state delta "
               f"{persisting / events * 1e6:.1f} us (changelog records and RocksDB write): {events / (resolving + persisting):,.0f} "
               f"events/s on one core; {sends:,} records to publish")
-        store.close()
+
+
+def run_worker_code(settings, state: Path, records: list[tuple[str, bytes]], batch_events: int = 10_000,
+                    report: bool = False, published: list | None = None) -> tuple[float, float, int]:
+    """What the worker does per batch (streams/app.py), without Kafka: (seconds resolving, seconds making the
+    state durable, records to publish); the records themselves are added to `published` when given."""
+    store = StateStore(state)
+    resolver = Resolver(settings, store)
+    resolving = persisting = 0.0
+    window_started, window_events, sends = time.perf_counter(), 0, 0
+    for start in range(0, len(records), batch_events):
+        batch = records[start:start + batch_events]
+        began = time.perf_counter()
+        out = Outputs()
+        with resolver.vault.batch():
+            resolver.channel_records(((value, topic, 0, offset) for offset, (topic, value) in enumerate(batch, start)), out)
+            resolver.finish(out)
+        resolved = time.perf_counter()
+        delta = store.take_delta()
+        delta.records(f"bench-{start}")
+        store.apply(delta, start)
+        resolving += resolved - began
+        persisting += time.perf_counter() - resolved
+        sends += len(out.sends)
+        if published is not None:
+            published.extend(out.sends)
+        window_events += len(batch)
+        if report and (window_events >= REPORT_EVERY or start + batch_events >= len(records)):
+            held = " ".join(f"{name} {len(view.cache):,}" for name, view in store.views.items() if view.cache)
+            print(f"  to {start + len(batch):>9,}: {(time.perf_counter() - window_started) / window_events * 1e6:6.1f} "
+                  f"us an event (cached entries: {held})", flush=True)
+            window_started, window_events = time.perf_counter(), 0
+    store.close()
+    return resolving, persisting, sends
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ inserting them into ClickHouse (embedded chDB, the migrations' tables and materi
     python tests/benchmarks/bench_sink.py [--events 200000] [--customers 20000]
 
 Maps a generated scenario with the bundled connectors and resolves it as the worker does (bench_resolver.py),
-then hands the worker's records (timeline, profiles, merges, warnings) to ClickHouseSink in batches of
+then hands the worker's records on the topics the sink reads (timeline, profiles, merges) to ClickHouseSink in batches of
 sink.batch_max_rows, as the hub's consumer would: ClickHouseSink._batch (Avro decode, opening what was
 sealed, rows) and ClickHouseSink._insert (clickhouse-connect and chDB, materialized views included). The
 sink opens its own vault, with no key cached, as the hub's process does. Prints CPU microseconds an event
@@ -27,13 +27,8 @@ from infra.processes import tune_collector  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 from sinks.clickhouse_sink import ClickHouseSink  # noqa: E402
 from sinks.migrate import migrate  # noqa: E402
-from streams.resolver import Outputs, Resolver  # noqa: E402
-from streams.state_store import StateStore  # noqa: E402
-from tests.benchmarks.bench_resolver import channel_records  # noqa: E402
+from tests.benchmarks.bench_resolver import channel_records, run_worker_code  # noqa: E402
 from tests.benchmarks.scratch import scratch_directory  # noqa: E402
-
-WORKER_BATCH = 10_000
-
 
 class Record(NamedTuple):
     """The fields of a consumed Kafka record that the sink reads."""
@@ -46,22 +41,17 @@ class Record(NamedTuple):
 
 
 def worker_records(settings, folder: Path, customers: int, events: int) -> tuple[int, list[Record]]:
-    """(channel events, the records the worker publishes for them), resolved as the worker does."""
+    """(channel events, the records the worker publishes for them that the sink reads), resolved as the worker
+    does."""
     records = channel_records(settings, folder / "scenario", customers, events)
-    store = StateStore(folder / "state")
-    resolver = Resolver(settings, store)
-    published: list[Record] = []
+    published: list[tuple[str, bytes | None, bytes | None]] = []
+    run_worker_code(settings, folder / "state", records, published=published)
+    topics = settings.topics
+    read = {topics.customer_timeline, topics.customer_profiles, topics.identity_merges, topics.dead_letters,
+            topics.campaigns, topics.customer_erasures}   # as ClickHouseSink.run subscribes
     now = int(time.time() * 1000)
-    for start in range(0, len(records), WORKER_BATCH):
-        out = Outputs()
-        with resolver.vault.batch():
-            resolver.channel_records(((value, topic, 0, offset) for offset, (topic, value)
-                                      in enumerate(records[start:start + WORKER_BATCH], start)), out)
-            resolver.finish(out)
-        store.apply(store.take_delta(), start)
-        published.extend(Record(topic, 0, len(published), key, value, now) for topic, key, value in out.sends)
-    store.close()
-    return len(records), published
+    return len(records), [Record(topic, 0, offset, key, value, now)
+                          for offset, (topic, key, value) in enumerate(published) if topic in read]
 
 
 def main() -> None:

@@ -111,6 +111,19 @@ def resolve_offline(events: list[dict]) -> tuple[dict[str, str], dict]:
     return {e: graph.current(c) for e, c in assignments.items()}, {"warnings": warnings}
 
 
+def worker_code_offline(folder: Path, manifest: dict, workdir: Path) -> float:
+    """Events/s of what the worker runs per batch on the same scenario's encoded records, without Kafka or Faust
+    (tests/benchmarks/bench_resolver.py): what the Kafka path costs beyond the worker's own code."""
+    from infra.processes import tune_collector
+    from tests.benchmarks.bench_resolver import encoded_records, run_worker_code
+
+    settings = load_settings(None, data_dir=workdir)
+    records = encoded_records(settings, folder, manifest)
+    tune_collector(freeze=True)   # as the worker runs
+    resolving, persisting, _ = run_worker_code(settings, workdir / "state", records)
+    return len(records) / (resolving + persisting)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -140,10 +153,13 @@ def main() -> int:
             offline_started = time.perf_counter()
             resolve_offline(events)
             offline_rate = len(events) / (time.perf_counter() - offline_started)
+            worker_code_rate = worker_code_offline(folder, manifest, Path(tmp) / "offline-worker")
             how = (f"through Kafka and the Faust worker ({figures['events_per_second']:,.0f} events/s; in the same run "
                    f"raw consume {figures['raw_per_second']:,.0f} records/s, ratio "
                    f"{figures['events_per_second'] / figures['raw_per_second']:.3f}; the same identity code offline "
                    f"on the same events {offline_rate:,.0f} events/s, ratio {figures['events_per_second'] / offline_rate:.2f}; "
+                   f"the worker's whole code without Kafka (decode, resolve, profiles, encode, state; bench_resolver.py) "
+                   f"{worker_code_rate:,.0f} events/s, ratio {figures['events_per_second'] / worker_code_rate:.2f}; "
                    f"worker peak memory {figures['worker_peak_mb']:,.0f} MB)")
         if args.offline:
             seconds = time.perf_counter() - started
