@@ -81,7 +81,7 @@ class Vault:
     def _destruction_count(self) -> int:
         return self._db().execute("SELECT count FROM destructions").fetchone()[0]
 
-    def _forget_destroyed(self) -> None:
+    def _key(self, subject: str, create: bool) -> bytes | None:
         if time.monotonic() - self._checked > CACHE_CHECK_SECONDS:
             # Another process (the worker forgetting someone) may have destroyed keys this one cached.
             self._checked = time.monotonic()
@@ -89,9 +89,6 @@ class Vault:
             if count != self._destructions:
                 self._keys.clear()
                 self._destructions = count
-
-    def _key(self, subject: str, create: bool) -> bytes | None:
-        self._forget_destroyed()
         local = self._local   # a batch belongs to its thread, as the SQLite connection does
         pending = getattr(local, "pending", None)   # an optimistic batch's new keys, not stored yet
         if pending is not None and (key := pending.get(subject)) is not None:
@@ -156,33 +153,6 @@ class Vault:
         name = subject.encode()
         cipher = self._cipher(self._key(subject, True))
         return SEALED_MAGIC + bytes([len(name)]) + name + FIXED_NONCE + cipher.encrypt(FIXED_NONCE, data_key, name)
-
-    def prefetch(self, sealed_values: Iterable[bytes | None]) -> int:
-        """Read the keys that open these sealed values (those not cached), 500 a query in one read
-        transaction: opening them then reads none. Keys come from other processes (the connectors seal what
-        the worker and the sink open), and a read of its own per key cost a SQLite read transaction each,
-        slowed further by the other processes' writes (py-spy: a third of the sink's opening during a
-        load). Returns how many keys it read."""
-        self._forget_destroyed()
-        wanted = {subject for sealed in sealed_values if sealed and (subject := opened_first(sealed)) is not None
-                  and subject not in self._keys}
-        if not wanted:
-            return 0
-        db = self._db()
-        subjects, found = list(wanted), []
-        own = not db.in_transaction   # inside a batch's transaction, its snapshot already holds
-        if own:
-            db.execute("BEGIN")
-        try:
-            for start in range(0, len(subjects), 500):
-                part = subjects[start:start + 500]
-                found += db.execute(f"SELECT subject, key FROM subject_keys WHERE subject IN ({','.join('?' * len(part))})",
-                                    part).fetchall()
-        finally:
-            if own:
-                db.execute("COMMIT")
-        self._keys.update(found)
-        return len(found)
 
     def open(self, sealed: bytes) -> bytes | None:
         """The plaintext, or None when its subject's key was destroyed (the person was forgotten)."""
@@ -286,15 +256,6 @@ class Vault:
         self._keys.clear()
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log must not keep a copy of the destroyed keys
         return destroyed
-
-
-def opened_first(sealed: bytes) -> str | None:
-    """The subject whose key open() tries first for a sealed value (an envelope's first subject)."""
-    if sealed.startswith(ENVELOPE_MAGIC) and len(sealed) > 5 and sealed[2]:
-        sealed = sealed[5:5 + int.from_bytes(sealed[3:5], "big")]
-    if not sealed.startswith(SEALED_MAGIC) or len(sealed) < 3:
-        return None
-    return sealed[3:3 + sealed[2]].decode(errors="replace")
 
 
 _open: dict[Path, Vault] = {}

@@ -103,11 +103,6 @@ def split_personal(payload_json: str) -> tuple[str, str | None, dict | None]:
     return orjson.dumps(payload).decode(), text, attributes
 
 
-def identities_hash(profile: dict) -> int:
-    """What a customer_identities row is built from, hashed: equal when the row would be the same."""
-    return hash((*profile["sealed_identifiers"], *profile["identifiers"]))
-
-
 def dead_letter_row(component: str, message, error: str | Exception) -> list:
     letter = dead_letter(component, message.topic, f"partition {message.partition} offset {message.offset}", error,
                          message.value)
@@ -136,28 +131,7 @@ class ClickHouseSink:
         # for ClickHouse to store and merge. Lost at a restart: the first profile writes again.
         self._identities_written: dict[str, int] = {}
 
-    def _decoded(self, messages) -> dict[int, dict]:
-        """The batch's timeline and profile records decoded (by index; one that does not decode is left out, to
-        be dead-lettered where it is decoded again), with the vault keys that open what the rows need read in
-        one go (Vault.prefetch) instead of a read each."""
-        topics = self.settings.topics
-        decoded: dict[int, dict] = {}
-        sealed: list[bytes | None] = []
-        for index, message in enumerate(messages):
-            try:
-                if message.topic == topics.customer_timeline:
-                    decoded[index] = record = self.timeline_codec.decode(message.value)
-                    sealed.append(record.get("sealed_details"))
-                elif message.topic == topics.customer_profiles and message.value is not None:
-                    decoded[index] = record = self.profile_codec.decode(message.value)
-                    if self._identities_written.get(message.key.decode()) != identities_hash(record):
-                        sealed.extend(record["sealed_identifiers"])
-            except Exception:
-                continue
-        self.vault.prefetch(sealed)
-        return decoded
-
-    def _add_profile(self, batch: Batch, message, profile: dict | None) -> None:
+    def _add_profile(self, batch: Batch, message) -> None:
         """A customer_profiles row and a customer_identities row: personal data goes to the second only."""
         updated = message.timestamp   # epoch milliseconds, as the profile's own times
         customer_id = message.key.decode()
@@ -167,10 +141,9 @@ class ClickHouseSink:
             batch.identities.add([customer_id, [], 1, updated], message)
             self._identities_written.pop(customer_id, None)
             return
-        if profile is None:
-            profile = self.profile_codec.decode(message.value)
+        profile = self.profile_codec.decode(message.value)
         batch.profiles.add([profile[column] for column in PROFILE_COLUMNS] + [0, updated], message)
-        written = identities_hash(profile)
+        written = hash((*profile["sealed_identifiers"], *profile["identifiers"]))
         if self._identities_written.get(customer_id) == written:  # the row holds these already (a refused row
             return                                                # would be refused again: it is in dead letters)
         if len(self._identities_written) >= IDENTITIES_REMEMBERED:
@@ -185,8 +158,7 @@ class ClickHouseSink:
     def _batch(self, messages) -> Batch:
         topics = self.settings.topics
         batch = Batch()
-        decoded = self._decoded(messages)
-        for index, message in enumerate(messages):
+        for message in messages:
             try:
                 if message.topic == topics.customer_erasures:
                     erasure = self.erasure_codec.decode(message.value)
@@ -194,7 +166,7 @@ class ClickHouseSink:
                     for customer_id in erasure["customer_ids"]:  # their identities row is deleted: written anew if they return
                         self._identities_written.pop(customer_id, None)
                 elif message.topic == topics.customer_profiles:
-                    self._add_profile(batch, message, decoded.get(index))
+                    self._add_profile(batch, message)
                 elif message.topic == topics.campaigns:
                     campaign = self.campaign_codec.decode(message.value)
                     batch.campaigns.add([campaign[column] for column in CAMPAIGN_COLUMNS], message)
@@ -208,7 +180,7 @@ class ClickHouseSink:
                         letter["raw"] = self.vault.open(letter["raw"]) or b""  # b"": they were forgotten
                     batch.dead.add([letter[column] for column in DEAD_LETTER_COLUMNS], message)
                 else:
-                    e = decoded.get(index) or self.timeline_codec.decode(message.value)
+                    e = self.timeline_codec.decode(message.value)
                     payload_json, text, attributes = split_personal(e["payload_json"])
                     if e.get("sealed_details"):
                         opened = self.vault.open(e["sealed_details"])

@@ -120,8 +120,9 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
         writer.apply_acknowledged()
         out = Outputs()
         with resolver.vault.batch():  # the keys of the batch's new identifiers, stored before anything sealed leaves
-            resolver.channel_records(((message.value, tp.topic, tp.partition, message.offset)
-                                      for tp, messages in batch.items() for message in messages), out)
+            for tp, messages in batch.items():
+                for message in messages:
+                    resolver.channel_record(message.value, tp.topic, tp.partition, message.offset, out)
             return resolver.finish(out)
 
     @app.task

@@ -7,7 +7,7 @@ profile changed, so each profile is published once per batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -131,26 +131,10 @@ class Resolver:
 
     def channel_record(self, value: bytes, topic: str, partition: int, offset: int, out: Outputs) -> None:
         """One channel topic record; a record that cannot be resolved goes to dead letters with the reason."""
-        self.channel_records([(value, topic, partition, offset)], out)
-
-    def channel_records(self, records: Iterable[tuple[bytes, str, int, int]], out: Outputs) -> None:
-        """Channel topic records (value, topic, partition, offset) in order, as channel_record would each. All are
-        decoded first, so the vault keys that open what the profiles read are read in one go (Vault.prefetch:
-        the connectors made them, and a SQLite read each was 4% of the worker during a load)."""
-        decode = self.codecs["channel_event"].decode
-        decoded = []
-        for value, topic, partition, offset in records:
-            try:
-                decoded.append((decode(value), value, topic, partition, offset))
-            except Exception as error:  # a bad record must not stop resolution
-                self.dead_letter(error, value, topic, partition, offset, out)
-        self.vault.prefetch(event.get("sealed_personal") for event, *_ in decoded
-                            if event["channel"] in profile_state.READS_PERSONAL)
-        for event, value, topic, partition, offset in decoded:
-            try:
-                self.event(event, out)
-            except Exception as error:
-                self.dead_letter(error, value, topic, partition, offset, out)
+        try:
+            self.event(self.codecs["channel_event"].decode(value), out)
+        except Exception as error:  # a bad record must not stop resolution
+            self.dead_letter(error, value, topic, partition, offset, out)
 
     def dead_letter(self, error: Exception, value: bytes, topic: str, partition: int, offset: int, out: Outputs) -> None:
         log.warning("dead-lettering %s partition %d offset %d: %s", topic, partition, offset, error)

@@ -110,22 +110,3 @@ def test_a_batch_that_creates_no_key_takes_no_lock(tmp_path):
         assert seals_without_waiting(connector, "email:t9", "x"), "a connector waited for a batch that created no key"
         created = worker.seal("customer:c1", "details")    # its first new key: from now on, one writer
     assert connector.open(created) == b"details"
-
-
-def test_prefetch_reads_the_keys_of_many_sealed_values_in_a_few_queries_and_opening_them_reads_none(tmp_path):
-    connector, sink = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
-    with connector.batch():
-        sealed = [connector.seal(f"email:t{i}", f"email:p{i}@x.com") for i in range(1200)]
-        sealed.append(connector.seal_for(["email:t0", "phone:t9"], '{"text": "hi"}'))
-        gone = connector.seal("email:gone", "email:gone@x.com")
-    connector.destroy(["email:gone"])
-    statements: list[str] = []
-    sink._db().set_trace_callback(statements.append)
-    assert sink.prefetch(sealed + [gone, None]) == 1200        # the forgotten one has no key to read
-    selects = [s for s in statements if s.startswith("SELECT subject, key")]
-    assert len(selects) == 3, statements                        # 500 subjects a query
-    statements.clear()
-    assert [sink.open(s) for s in sealed[:1200]] == [f"email:p{i}@x.com".encode() for i in range(1200)]
-    assert sink.open(sealed[-1]) == b'{"text": "hi"}'
-    assert not [s for s in statements if "subject_keys" in s], statements   # all read by the prefetch
-    assert sink.open(gone) is None and sink.prefetch(sealed) == 0

@@ -4,7 +4,7 @@
 
 Maps a generated scenario with the bundled connectors (as `omnihub connectors run` encodes and seals it),
 interleaves the channels as connectors running side by side do, then runs it through what the worker does
-per batch (streams/app.py): Resolver.channel_records for the batch and Resolver.finish, then the batch's
+per batch (streams/app.py): Resolver.channel_record for each record and Resolver.finish, then the batch's
 delta taken, encoded as changelog records and applied to RocksDB. Prints the cost per event every 100,000
 events, with the entries each state view holds in memory, so how the cost grows with the state is seen:
 end to end, the worker spends more per event at 1,000,000 events than at 50,000.
@@ -71,7 +71,7 @@ def main() -> None:
         tune_collector(freeze=True)   # as the worker runs
         resolving, persisting, sends = run_worker_code(settings, Path(tmp) / "state", records, args.batch, report=True)
         events = len(records)
-        print(f"resolution {resolving / events * 1e6:.1f} us an event (Resolver.channel_records and finish), state delta "
+        print(f"resolution {resolving / events * 1e6:.1f} us an event (Resolver.channel_record and finish), state delta "
               f"{persisting / events * 1e6:.1f} us (changelog records and RocksDB write): {events / (resolving + persisting):,.0f} "
               f"events/s on one core; {sends:,} records to publish")
 
@@ -89,7 +89,8 @@ def run_worker_code(settings, state: Path, records: list[tuple[str, bytes]], bat
         began = time.perf_counter()
         out = Outputs()
         with resolver.vault.batch():
-            resolver.channel_records(((value, topic, 0, offset) for offset, (topic, value) in enumerate(batch, start)), out)
+            for offset, (topic, value) in enumerate(batch, start):
+                resolver.channel_record(value, topic, 0, offset, out)
             resolver.finish(out)
         resolved = time.perf_counter()
         delta = store.take_delta()
