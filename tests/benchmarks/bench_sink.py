@@ -58,10 +58,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--batch-rows", type=int, default=None,
+                        help="records a batch (default sink.batch_max_rows); a sink that keeps up makes smaller ones")
     args = parser.parse_args()
     with scratch_directory("omnihub-bench-sink-") as tmp:
         folder = Path(tmp)
-        settings = load_settings(None, data_dir=folder / "hub")
+        settings = load_settings(None, data_dir=folder / "hub", clickhouse={"embedded_path": folder / "chdb"},
+                                 **({"sink": {"batch_max_rows": args.batch_rows}} if args.batch_rows else {}))
         events, records = worker_records(settings, folder, args.customers, args.events)
         vault_module._open.clear()   # the sink's own vault, no key cached: the hub is another process
         client = LockedClient(open_client(settings))
