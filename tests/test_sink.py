@@ -341,3 +341,53 @@ def test_identities_row_is_written_when_a_customers_identifiers_change_and_again
     updated = dict(client.query("SELECT customer_id, toUnixTimestamp64Milli(updated_at) FROM customer_profiles FINAL").result_rows)
     first = int(T0.timestamp() * 1000)
     assert updated == {"c": first + 4, "d": first + 6}, updated
+
+
+def test_the_batch_window_follows_the_insert_time_between_its_bounds(settings):
+    """Twice the last insert's time, never under batch_max_seconds nor over batch_window_max_seconds."""
+    from sinks.clickhouse_sink import batch_window
+
+    sink = settings.sink.model_copy(update={"batch_max_seconds": 0.5, "batch_window_max_seconds": 2.0})
+    assert batch_window(sink, 0.05) == 0.5          # a quick insert (a quiet machine): latency first
+    assert batch_window(sink, 0.4) == 0.8
+    assert batch_window(sink, 30.0) == 2.0          # ClickHouse came back after an outage
+    assert batch_window(sink.model_copy(update={"batch_max_seconds": 3.0}), 0.1) == 3.0
+
+
+def test_a_slow_insert_makes_the_next_batches_wait_longer_and_fewer(settings, client):
+    """With each insert taking 0.6 s, a steady stream is stored in batches gathered over 1.2 s: about 4 batches
+    for 4 s of records, where windows of 0.5 s would make 7 (one per insert)."""
+
+    class SlowClient(FlakyClient):
+        def insert(self, *args, **kwargs):
+            time.sleep(0.6)
+            return super().insert(*args, **kwargs)
+
+    encode = codec("timeline_event").encode
+
+    async def scenario():
+        ensure_topics(settings.kafka.bootstrap_servers, settings.topics.all_names(), settings.topics.partitions, 1)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+        await producer.start()
+        task, stop, sink = start_sink(settings, SlowClient(client), batch_max_seconds=0.5, batch_window_max_seconds=2.0)
+        try:
+            await producer.send_and_wait(settings.topics.customer_timeline, encode(timeline_event(0)), key=b"c-0")
+            await wait_until_stored(client, 1, 60, sink)   # the sink is consuming
+            batches_before, windows = sink.stats.batches, []
+            for start in range(1, 1601, 100):   # 100 events every 0.25 s for 4 s
+                for i in range(start, start + 100):
+                    await producer.send(settings.topics.customer_timeline, encode(timeline_event(i)), key=b"c-0")
+                await producer.flush()
+                windows.append(sink.window)
+                await asyncio.sleep(0.25)
+            await wait_until_stored(client, 1601, 60, sink)
+            batches = sink.stats.batches - batches_before
+        finally:
+            stop.set()
+            await task
+            await producer.stop()
+        return windows, batches
+
+    windows, batches = asyncio.run(scenario())
+    assert max(windows) >= 1.2, windows      # 2 x 0.6 s
+    assert batches <= 5, (batches, windows)
