@@ -85,7 +85,7 @@ async def omnihub(settings, folder: Path, expected: int, timeout: float) -> dict
         bar.close()
         accepted, load_seconds = loader.result()
         return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds,
-                "cpu": usage.summary()}
+                "cpu": usage.summary(), "sink_batches": hub.sink.stats.batches, "sink_records": hub.sink.stats.records_read}
 
 
 async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: float) -> dict:
@@ -149,6 +149,8 @@ def main() -> None:
         print(f"  omnihub   files -> connectors -> Faust worker -> ClickHouse: {real['events'] / real['seconds']:>8,.0f} "
               f"events/s ({real['events']:,} in {real['seconds']:.1f} s; connectors done after {real['load_seconds']:.1f} s)", flush=True)
         print(f"    CPU seconds: {real['cpu']}", flush=True)
+        print(f"    sink: {real['sink_batches']:,} inserted batches, {real['sink_records'] / max(real['sink_batches'], 1):,.0f} "
+              f"records a batch on average", flush=True)
         print(f"  omnihub / no-op: {(real['events'] / real['seconds']) / (passthrough['events'] / passthrough['seconds']):.2f} "
               f"(target 0.6); omnihub {real['events'] / real['seconds']:,.0f} events/s (target 4,000)")
 
