@@ -152,9 +152,6 @@ class SinkSettings(_Section):
     batch_max_rows: int = Field(default=50_000, ge=1)
     # 0.5: p99 acceptance -> queryable 1.34 s at 2,000 events/s (2.03 s with 1.0), same throughput (bench_latency, bench_end_to_end)
     batch_max_seconds: float = Field(default=0.5, gt=0)
-    # A busy machine makes inserts slow: the window is then twice the last insert's time, up to this
-    # (sinks/clickhouse_sink.py batch_window: each insert has a fixed cost, fewer inserts leave more CPU).
-    batch_window_max_seconds: float = Field(default=2.0, gt=0)
     retry_initial_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=30.0, gt=0)
     group_id: str = "omnihub-clickhouse-sink"

@@ -103,17 +103,6 @@ def split_personal(payload_json: str) -> tuple[str, str | None, dict | None]:
     return orjson.dumps(payload).decode(), text, attributes
 
 
-def batch_window(sink_settings, insert_seconds: float) -> float:
-    """How long the next batch gathers: twice the last insert's time, between batch_max_seconds and
-    batch_window_max_seconds (never below the first). An insert into timeline_events costs chDB about 60 ms of
-    CPU whatever its size (10 rows: 59-74 ms, 13 ms without its materialized views, which are planned at each
-    insert), so batches of 0.5 s on a busy machine spent much of the hub's CPU on that (bench_sink.py
-    --batch-rows 2500: 122.8 us an event, 38.1 with 50,000). An insert is slow when the machine is busy: then
-    batches grow and the fixed cost shrinks; on a quiet machine they stay at batch_max_seconds, for latency."""
-    base = sink_settings.batch_max_seconds
-    return max(base, min(sink_settings.batch_window_max_seconds, 2 * insert_seconds))
-
-
 def dead_letter_row(component: str, message, error: str | Exception) -> list:
     letter = dead_letter(component, message.topic, f"partition {message.partition} offset {message.offset}", error,
                          message.value)
@@ -141,7 +130,6 @@ class ClickHouseSink:
         # change; each profile meant opening them all again (AES, 3% of the sink in py-spy) and one more row
         # for ClickHouse to store and merge. Lost at a restart: the first profile writes again.
         self._identities_written: dict[str, int] = {}
-        self.window = settings.sink.batch_max_seconds   # how long the next batch gathers records
 
     def _add_profile(self, batch: Batch, message) -> None:
         """A customer_profiles row and a customer_identities row: personal data goes to the second only."""
@@ -318,10 +306,7 @@ class ClickHouseSink:
         delay = self.settings.sink.retry_initial_seconds
         while True:
             try:
-                started = time.monotonic()
-                written = await asyncio.to_thread(self._insert, batch)
-                self.window = batch_window(self.settings.sink, time.monotonic() - started)
-                return written
+                return await asyncio.to_thread(self._insert, batch)
             except Exception as error:
                 self.stats.insert_failures += 1
                 self.stats.last_error = str(error)
@@ -335,10 +320,10 @@ class ClickHouseSink:
                 delay = min(delay * 2, self.settings.sink.retry_max_seconds)
 
     async def _gather(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> list:
-        """Records until batch_max_rows or the batch window (batch_window()), whichever comes first."""
+        """Records until batch_max_rows or batch_max_seconds, whichever comes first."""
         max_rows = self.settings.sink.batch_max_rows
         messages: list = []
-        deadline = time.monotonic() + self.window
+        deadline = time.monotonic() + self.settings.sink.batch_max_seconds
         while len(messages) < max_rows and not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
