@@ -4,8 +4,8 @@ inserting them into ClickHouse (embedded chDB, the migrations' tables and materi
     python tests/benchmarks/bench_sink.py [--events 200000] [--customers 20000]
 
 Maps a generated scenario with the bundled connectors and resolves it as the worker does (bench_resolver.py),
-then hands the worker's records on the topics the sink reads (timeline, profiles, merges) to ClickHouseSink in batches of
-sink.batch_max_rows, as the hub's consumer would: ClickHouseSink._batch (Avro decode, opening what was
+then hands the worker's records on the topics the sink reads (timeline, profiles, merges) to ClickHouseSink in
+batches of sink.batch_max_rows (or --batch-rows), as the hub's consumer would: ClickHouseSink._batch (Avro decode, opening what was
 sealed, rows) and ClickHouseSink._insert (clickhouse-connect and chDB, materialized views included). The
 sink opens its own vault, with no key cached, as the hub's process does. Prints CPU microseconds an event
 for each step (the process's CPU: chDB's threads are counted in the insert while it runs).
@@ -29,6 +29,7 @@ from sinks.clickhouse_sink import ClickHouseSink  # noqa: E402
 from sinks.migrate import migrate  # noqa: E402
 from tests.benchmarks.bench_resolver import channel_records, run_worker_code  # noqa: E402
 from tests.benchmarks.scratch import scratch_directory  # noqa: E402
+
 
 class Record(NamedTuple):
     """The fields of a consumed Kafka record that the sink reads."""
