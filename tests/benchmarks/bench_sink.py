@@ -17,9 +17,10 @@ import gc
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from aiokafka.structs import ConsumerRecord  # noqa: E402
 
 from infra import vault as vault_module  # noqa: E402
 from infra.clickhouse import LockedClient, open_client  # noqa: E402
@@ -31,17 +32,7 @@ from tests.benchmarks.bench_resolver import channel_records, run_worker_code  # 
 from tests.benchmarks.scratch import scratch_directory  # noqa: E402
 
 
-class Record(NamedTuple):
-    """The fields of a consumed Kafka record that the sink reads."""
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-
-
-def worker_records(settings, folder: Path, customers: int, events: int) -> tuple[int, list[Record]]:
+def worker_records(settings, folder: Path, customers: int, events: int) -> tuple[int, list[ConsumerRecord]]:
     """(channel events, the records the worker publishes for them that the sink reads), resolved as the worker
     does."""
     records = channel_records(settings, folder / "scenario", customers, events)
@@ -51,7 +42,7 @@ def worker_records(settings, folder: Path, customers: int, events: int) -> tuple
     read = {topics.customer_timeline, topics.customer_profiles, topics.identity_merges, topics.dead_letters,
             topics.campaigns, topics.customer_erasures}   # as ClickHouseSink.run subscribes
     now = int(time.time() * 1000)
-    return len(records), [Record(topic, 0, offset, key, value, now)
+    return len(records), [ConsumerRecord(topic, 0, offset, now, 0, key, value, None, len(key or b""), len(value or b""), ())
                           for offset, (topic, key, value) in enumerate(published) if topic in read]
 
 
