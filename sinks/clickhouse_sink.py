@@ -55,6 +55,7 @@ class SinkStats:
     records_read: int = 0
     records_refused: int = 0  # records with a row ClickHouse refused, dead-lettered with the reason
     insert_failures: int = 0  # ClickHouse unavailable: the batch was retried
+    backlog_batches: int = 0  # gathered with the backlog window (sink.backlog_batch_max_seconds)
     last_error: str | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -130,6 +131,7 @@ class ClickHouseSink:
         # change; each profile meant opening them all again (AES, 3% of the sink in py-spy) and one more row
         # for ClickHouse to store and merge. Lost at a restart: the first profile writes again.
         self._identities_written: dict[str, int] = {}
+        self._backlog = False   # the last batch's events waited upstream longer than sink.backlog_seconds
 
     def _add_profile(self, batch: Batch, message) -> None:
         """A customer_profiles row and a customer_identities row: personal data goes to the second only."""
@@ -319,11 +321,30 @@ class ClickHouseSink:
                     pass
                 delay = min(delay * 2, self.settings.sink.retry_max_seconds)
 
+    def _follow_backlog(self, messages: list) -> None:
+        """Whether the next batch gathers with the backlog window: the timeline records carry, as their
+        timestamp, when the connector accepted their event (streams/resolver.py: Send)."""
+        timeline = self.settings.topics.customer_timeline
+        oldest = min((m.timestamp for m in messages if m.topic == timeline and m.timestamp is not None), default=None)
+        if oldest is None:
+            return
+        waited = time.time() - oldest / 1000
+        backlog = waited > self.settings.sink.backlog_seconds
+        if backlog != self._backlog:
+            if backlog:
+                log.info("sink: events reach it %.1f s after their connector accepted them: batches of up to %.1f s "
+                         "until the backlog is cleared", waited, self.settings.sink.backlog_batch_max_seconds)
+            else:
+                log.info("sink: backlog cleared, batches of up to %.1f s again", self.settings.sink.batch_max_seconds)
+            self._backlog = backlog
+
     async def _gather(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> list:
-        """Records until batch_max_rows or batch_max_seconds, whichever comes first."""
+        """Records until batch_max_rows or the window (batch_max_seconds, or backlog_batch_max_seconds under a
+        backlog), whichever comes first."""
         max_rows = self.settings.sink.batch_max_rows
         messages: list = []
-        deadline = time.monotonic() + self.settings.sink.batch_max_seconds
+        window = self.settings.sink.backlog_batch_max_seconds if self._backlog else self.settings.sink.batch_max_seconds
+        deadline = time.monotonic() + window
         while len(messages) < max_rows and not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -331,6 +352,8 @@ class ClickHouseSink:
             fetched = await consumer.getmany(timeout_ms=int(remaining * 1000) + 1, max_records=max_rows - len(messages))
             for partition_messages in fetched.values():
                 messages.extend(partition_messages)
+        if messages and self._backlog:
+            self.stats.backlog_batches += 1
         return messages
 
     async def _complete(self, consumer: AIOKafkaConsumer, insert: asyncio.Task, messages: list, batch: Batch) -> bool:
@@ -371,6 +394,7 @@ class ClickHouseSink:
                         break
                     inserting = None
                 if messages:
+                    self._follow_backlog(messages)
                     batch = self._batch(messages)
                     inserting = (asyncio.ensure_future(self._insert_with_retry(batch, stop)), messages, batch)
             if inserting is not None:  # stopping: the batch gathered last is stored and committed, or replayed

@@ -122,7 +122,7 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
         with resolver.vault.batch():  # the keys of the batch's new identifiers, stored before anything sealed leaves
             for tp, messages in batch.items():
                 for message in messages:
-                    resolver.channel_record(message.value, tp.topic, tp.partition, message.offset, out)
+                    resolver.channel_record(message.value, tp.topic, tp.partition, message.offset, out, message.timestamp)
             return resolver.finish(out)
 
     @app.task

@@ -33,6 +33,7 @@ from typing import Awaitable, Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from streams.resolver import Send
 from streams.state_store import StateStore
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,12 @@ class Checkpoint:
         self._queued: asyncio.Future | None = None   # set once the last batch's changelog records are queued
         self._acknowledged: deque = deque()   # (delta, changelog offset), in order, not yet in RocksDB
 
-    async def write(self, sends: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    async def write(self, sends: list[Send]) -> None:
         """Steps 1 and 2 for the state's pending changes and these records; returns once both are
         acknowledged. Raises if the broker does not acknowledge."""
         await (await self.submit(sends))
 
-    async def submit(self, sends: list[tuple[str, bytes | None, bytes | None]],
+    async def submit(self, sends: list[Send],
                      commit: Callable[[], Awaitable[None]] | None = None) -> asyncio.Task:
         """Start making the pending changes and these records durable, then commit; returns the task doing
         it, waiting first while MAX_IN_FLIGHT batches are under way. A failed batch fails every later one
@@ -88,7 +89,7 @@ class Checkpoint:
         try:
             if queued_before is not None:
                 await queued_before
-            requests = await self._queue([(self.changelog, None, record) for record in records])
+            requests = await self._queue([Send(self.changelog, None, record) for record in records])
         except BaseException as error:  # later batches must not reach the changelog without this one
             queued.set_exception(error if isinstance(error, Exception) else RuntimeError("stopped"))
             raise
@@ -121,26 +122,26 @@ class Checkpoint:
         while self._in_flight:
             await self._in_flight.pop(0)
 
-    async def publish(self, sends: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    async def publish(self, sends: list[Send]) -> None:
         """Every record, in order within each partition, all acknowledged."""
         await asyncio.gather(*[future for future, _ in await self._queue(sends)])
 
-    async def _queue(self, sends: list[tuple[str, bytes | None, bytes | None]]) -> list[tuple[asyncio.Future, int]]:
+    async def _queue(self, sends: list[Send]) -> list[tuple[asyncio.Future, int]]:
         """Queue every record, in order within each partition, in as few produce requests as fit, each sent at
         once (aiokafka's per-record send costs more than resolving the record, and waits linger_ms for more).
         Returns (future of the request's base offset, records in it) per request."""
         batches: dict[tuple[str, int], list] = {}   # (topic, partition) -> [batch, records in it]
         futures = []
-        for index, (topic, key, value) in enumerate(sends):
+        for index, (topic, key, value, timestamp_ms) in enumerate(sends):
             partition = await self._partition(topic, key, index)
             entry = batches.get((topic, partition))
             if entry is None:
                 entry = batches[(topic, partition)] = [self.producer.create_batch(), 0]
-            if entry[0].append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+            if entry[0].append(key=key, value=value, timestamp=timestamp_ms) is None:  # full: send it, start another
                 entry[0].close()
                 futures.append((await self.producer.send_batch(entry[0], topic, partition=partition), entry[1]))
                 entry[:] = [self.producer.create_batch(), 0]
-                entry[0].append(key=key, value=value, timestamp=None)
+                entry[0].append(key=key, value=value, timestamp=timestamp_ms)
             entry[1] += 1
         for (topic, partition), (batch, count) in batches.items():
             batch.close()

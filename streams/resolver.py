@@ -11,6 +11,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
+from typing import NamedTuple
 
 import orjson
 
@@ -40,10 +41,20 @@ def identity_rules(settings: Settings) -> IdentityRules:
                          max_identifiers=s.max_identifiers, mention_votes=s.mention_votes)
 
 
+class Send(NamedTuple):
+    """One record to publish. timestamp_ms None: the producer's clock. A timeline record carries its channel
+    record's timestamp (when the connector accepted the event), as Kafka Streams passes an input's timestamp
+    on: the sink tells a backlog from it (sinks/clickhouse_sink.py)."""
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
 @dataclass
 class Outputs:
-    """What one batch publishes: (topic, key, value) in order, and the customers whose profile changed."""
-    sends: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
+    """What one batch publishes, in order, and the customers whose profile changed."""
+    sends: list[Send] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
     absorbed: set[str] = field(default_factory=set)
 
@@ -129,19 +140,21 @@ class Resolver:
 
     # --- per record ---------------------------------------------------------------------------
 
-    def channel_record(self, value: bytes, topic: str, partition: int, offset: int, out: Outputs) -> None:
-        """One channel topic record; a record that cannot be resolved goes to dead letters with the reason."""
+    def channel_record(self, value: bytes, topic: str, partition: int, offset: int, out: Outputs,
+                       timestamp_ms: int | None = None) -> None:
+        """One channel topic record (timestamp_ms: its Kafka timestamp); a record that cannot be resolved goes
+        to dead letters with the reason."""
         try:
-            self.event(self.codecs["channel_event"].decode(value), out)
+            self.event(self.codecs["channel_event"].decode(value), out, timestamp_ms)
         except Exception as error:  # a bad record must not stop resolution
             self.dead_letter(error, value, topic, partition, offset, out)
 
     def dead_letter(self, error: Exception, value: bytes, topic: str, partition: int, offset: int, out: Outputs) -> None:
         log.warning("dead-lettering %s partition %d offset %d: %s", topic, partition, offset, error)
-        out.sends.append((self.topics.dead_letters, None, self.codecs["dead_letter"].encode(dead_letter(
+        out.sends.append(Send(self.topics.dead_letters, None, self.codecs["dead_letter"].encode(dead_letter(
             "streams:resolve-customers", topic, f"partition {partition} offset {offset}", error, value))))
 
-    def event(self, event: dict, out: Outputs) -> None:
+    def event(self, event: dict, out: Outputs, accepted_ms: int | None = None) -> None:
         if event.get("sealed_personal") and event["channel"] in profile_state.READS_PERSONAL:
             # What the person wrote, for the profile (sentiment, contact channel); sealed as it came, on the
             # timeline too: the keys of the identifiers it names open it until the person is forgotten.
@@ -178,7 +191,8 @@ class Resolver:
             "payload_json": orjson.dumps(payload).decode(),
             "sealed_details": sealed_details,
         }
-        out.sends.append((self.topics.customer_timeline, customer_id.encode(), self.codecs["timeline_event"].encode(timeline)))
+        out.sends.append(Send(self.topics.customer_timeline, customer_id.encode(), self.codecs["timeline_event"].encode(timeline),
+                              accepted_ms))
 
     def sealed_identifier(self, key: str, clear: dict[str, str], given: dict[str, bytes]) -> bytes | None:
         """An identifier's kind:value sealed under its own key: as the connector sealed it (given), else sealed
@@ -241,7 +255,7 @@ class Resolver:
     def _erasure(self, command: dict, customer_id: str, ids: list[str], tokens: list[str], removed: int,
                  out: Outputs) -> None:
         """The answer on customer-erasures: what downstream must delete, and which request it answers."""
-        out.sends.append((self.topics.customer_erasures, customer_id.encode() or None, self.codecs["customer_erasure"].encode(
+        out.sends.append(Send(self.topics.customer_erasures, customer_id.encode() or None, self.codecs["customer_erasure"].encode(
             {"customer_id": customer_id, "customer_ids": ids, "identifiers_removed": removed, "identifier_tokens": tokens,
              "reason": command.get("reason") or "erasure request", "at": self.now(),
              "request_id": command.get("request_id")})))
@@ -254,13 +268,13 @@ class Resolver:
                 self.profiles[merge.surviving_id] = profile_state.merge(kept, gone)
                 if merge.absorbed_id in self.profiles:
                     del self.profiles[merge.absorbed_id]
-            out.sends.append((self.topics.identity_merges, merge.surviving_id.encode(),
-                              self.codecs["identity_merge"].encode({**merge.__dict__, "at": self.now()})))
+            out.sends.append(Send(self.topics.identity_merges, merge.surviving_id.encode(),
+                                  self.codecs["identity_merge"].encode({**merge.__dict__, "at": self.now()})))
         for identifier, reason in result.warnings:
-            out.sends.append((self.topics.identity_warnings, identifier.encode() or None,
-                              self.codecs["identity_warning"].encode(
-                                  {"identifier": identifier, "customer_id": result.customer_id or None, "event_id": None,
-                                   "reason": reason, "at": self.now()})))
+            out.sends.append(Send(self.topics.identity_warnings, identifier.encode() or None,
+                                  self.codecs["identity_warning"].encode(
+                                      {"identifier": identifier, "customer_id": result.customer_id or None, "event_id": None,
+                                       "reason": reason, "at": self.now()})))
         out.changed |= result.changed
         out.absorbed |= result.absorbed
 
@@ -271,9 +285,9 @@ class Resolver:
         for customer_id in sorted(out.changed - out.absorbed):
             record = self.profile_record(customer_id)
             if record is not None:
-                out.sends.append((self.topics.customer_profiles, customer_id.encode(), record))
+                out.sends.append(Send(self.topics.customer_profiles, customer_id.encode(), record))
         for customer_id in sorted(out.absorbed):
-            out.sends.append((self.topics.customer_profiles, customer_id.encode(), None))
+            out.sends.append(Send(self.topics.customer_profiles, customer_id.encode(), None))
         return out
 
     def profile_record(self, customer_id: str) -> bytes | None:

@@ -33,12 +33,13 @@ def channel_event(source_id: str, identifiers: list[tuple[str, str]], minutes: i
             "currency": "EUR", "total_minor": total, "lines": [], "attributes": {}}
 
 
-async def produce(settings, topic: str, events: list[dict]) -> None:
+async def produce(settings, topic: str, events: list[dict], timestamp_ms: int | None = None) -> None:
     encode = codec("channel_event").encode
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
     await producer.start()
     try:
-        await asyncio.gather(*[await producer.send(topic, encode(e), key=e["source_id"].encode()) for e in events])
+        await asyncio.gather(*[await producer.send(topic, encode(e), key=e["source_id"].encode(), timestamp_ms=timestamp_ms)
+                               for e in events])
     finally:
         await producer.stop()
 
@@ -92,11 +93,18 @@ def test_merge_refusal_redelivery_late_event_and_split(settings, tmp_path):
         channel_event("R-2", [("loyalty_id", "LC-2"), ("phone", "0612345678")], 130, "store", "receipt", 700),  # refused
     ]
 
+    accepted = {event["source_id"]: int(time.time() * 1000) - 60_000 + i for i, event in enumerate(first)}
+
     async def scenario():
         async with Hub(settings) as hub:
             for count, event in enumerate(first, start=1):  # one at a time: partitions do not order each other
-                await produce(settings, topic, [event])
+                await produce(settings, topic, [event], timestamp_ms=accepted[event["source_id"]])
                 await wait_for_timeline(settings, hub, count)
+            decode = codec("timeline_event").decode
+            stamped = {decode(r.value)["source_id"]: r.timestamp
+                       for r in await read_topic(settings, hub.bootstrap, settings.topics.customer_timeline, idle_seconds=1.0)}
+            # each timeline record carries its channel record's timestamp: when the connector accepted the event
+            assert stamped == accepted, (stamped, accepted)
             await produce(settings, topic, first[:1])  # redelivered
             timeline = await wait_for_timeline(settings, hub, 5, distinct=False)
             env = child_environment(settings, hub.bootstrap)

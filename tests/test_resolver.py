@@ -18,8 +18,8 @@ def order(customer: int, amount_minor: int, day: int = 0) -> dict:
 
 def published_profiles(resolver: Resolver, out: Outputs) -> dict[str, dict]:
     decode = codec("customer_profile").decode
-    return {key.decode(): decode(value) for topic, key, value in resolver.finish(out).sends
-            if topic == resolver.topics.customer_profiles and value is not None}
+    return {send.key.decode(): decode(send.value) for send in resolver.finish(out).sends
+            if send.topic == resolver.topics.customer_profiles and send.value is not None}
 
 
 def test_a_threshold_move_republishes_every_customer_it_flips_and_only_them(tmp_path):
@@ -67,12 +67,12 @@ def test_forgetting_someone_unknown_answers_with_nobody_rather_than_an_error(tmp
     for command in ({"customer_id": "no-such-customer"}, {"identifier": resolver.graph.identifier_key("email:nobody@x.com")}):
         out = Outputs()
         resolver.command({"command": "forget", "request_id": "r1", **command}, out)
-        [(topic, _, value)] = out.sends
+        [(topic, _, value, _)] = out.sends
         answer = decode(value)
         assert topic == settings.topics.customer_erasures and answer["customer_ids"] == [] and answer["request_id"] == "r1"
     out = Outputs()
     resolver.command({"command": "forget", "request_id": "r2", "identifier": resolver.graph.identifier_key("email:p1@x.com")}, out)
-    answer = decode([v for t, _, v in out.sends if t == settings.topics.customer_erasures][0])
+    answer = decode([send.value for send in out.sends if send.topic == settings.topics.customer_erasures][0])
     assert answer["customer_ids"] == [resolver.graph.events["e-1-0"]] and answer["identifiers_removed"] == 1
 
 

@@ -120,7 +120,7 @@ def test_the_fast_path_writes_and_reads_what_fastavro_does(tmp_path):
                     assert value[10:] == _fastavro_bytes("channel_event", event)
                     resolver.channel_record(connector.codec.encode(connector.sealer.seal_event(event)), connector.topic, 0, 0, out)
     resolver.finish(out)
-    for topic, _, value in out.sends:
+    for topic, _, value, _ in out.sends:
         if value is None:
             continue
         name = names[topic]

@@ -57,13 +57,15 @@ async def produce_timeline(settings, count: int) -> None:
                           [timeline_event(i) for i in range(count)], key=lambda record: record["customer_id"])
 
 
-async def produce_records(settings, topic: str, schema: str, records: list[dict], key=None) -> list[tuple[int, int]]:
+async def produce_records(settings, topic: str, schema: str, records: list[dict], key=None,
+                          timestamp_ms: int | None = None) -> list[tuple[int, int]]:
     """Sends records (key: record -> str, else their index); returns each one's (partition, offset)."""
     encode = codec(schema).encode
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
     await producer.start()
     try:
-        sent = [await producer.send(topic, encode(record), key=(key(record) if key else str(i)).encode())
+        sent = [await producer.send(topic, encode(record), key=(key(record) if key else str(i)).encode(),
+                                    timestamp_ms=timestamp_ms)
                 for i, record in enumerate(records)]
         return [(meta.partition, meta.offset) for meta in await asyncio.gather(*sent)]
     finally:
@@ -146,6 +148,38 @@ def test_sink_stopped_between_insert_and_commit_replays_without_duplicates(setti
     assert 0 < in_clickhouse_when_killed < count
     assert restarted.timeline_rows == count  # the restarted sink wrote the uncommitted batch again...
     assert stored(client) == (count, count, sum(100 + i for i in range(count)))   # ...and it is seen once
+
+
+def test_a_backlog_makes_longer_batches_until_it_is_cleared(settings, client, caplog):
+    """Timeline records carry when their event was accepted upstream: events that waited longer than
+    sink.backlog_seconds make the next batch gather for backlog_batch_max_seconds; fresh ones end that."""
+    ensure_topics(settings.kafka.bootstrap_servers, settings.topics.all_names(), settings.topics.partitions, 1)
+    waves = [(0, 200, 120), (200, 400, 120), (400, 600, 0), (600, 800, 0)]   # events, seconds they waited upstream
+    counted = []
+
+    async def scenario():
+        task, stop, sink = start_sink(settings, client, batch_max_seconds=0.3, backlog_seconds=5.0,
+                                      backlog_batch_max_seconds=1.0)
+        for first, end, waited in waves:
+            await produce_records(settings, settings.topics.customer_timeline, "timeline_event",
+                                  [timeline_event(i) for i in range(first, end)], key=lambda record: record["customer_id"],
+                                  timestamp_ms=int((time.time() - waited) * 1000))
+            await wait_until_stored(client, end, 60, sink)
+            while sink.stats.records_read < end:   # the batch is committed and counted
+                await asyncio.sleep(0.05)
+            counted.append(sink.stats.backlog_batches)
+        stop.set()
+        return await task
+
+    with caplog.at_level("INFO", logger="sinks.clickhouse_sink"):
+        stats = asyncio.run(scenario())
+    # wave 1 shows the backlog; waves 2 (old) and 3 (fresh, seen only once read) are gathered with the long window;
+    # wave 3 clears it, so wave 4 is not
+    assert counted[1] > counted[0] and counted[2] > counted[1] and counted[3] == counted[2], counted
+    assert stats.records_read == 800 and stored(client) == (800, 800, sum(100 + i for i in range(800)))
+    said = [r.getMessage() for r in caplog.records if r.name == "sinks.clickhouse_sink"]
+    assert sum("until the backlog is cleared" in line for line in said) == 1, said
+    assert sum("backlog cleared" in line and "until" not in line for line in said) == 1, said
 
 
 def campaign_record(campaign_id: str, expected_extra_visitors: int) -> dict:

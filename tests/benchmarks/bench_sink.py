@@ -27,6 +27,7 @@ from infra.clickhouse import LockedClient, open_client  # noqa: E402
 from infra.processes import tune_collector  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 from sinks.clickhouse_sink import ClickHouseSink  # noqa: E402
+from streams.resolver import Send  # noqa: E402
 from sinks.migrate import migrate  # noqa: E402
 from tests.benchmarks.bench_resolver import channel_records, run_worker_code  # noqa: E402
 from tests.benchmarks.scratch import scratch_directory  # noqa: E402
@@ -36,14 +37,15 @@ def worker_records(settings, folder: Path, customers: int, events: int) -> tuple
     """(channel events, the records the worker publishes for them that the sink reads), resolved as the worker
     does."""
     records = channel_records(settings, folder / "scenario", customers, events)
-    published: list[tuple[str, bytes | None, bytes | None]] = []
+    published: list[Send] = []
     run_worker_code(settings, folder / "state", records, published=published)
     topics = settings.topics
     read = {topics.customer_timeline, topics.customer_profiles, topics.identity_merges, topics.dead_letters,
             topics.campaigns, topics.customer_erasures}   # as ClickHouseSink.run subscribes
     now = int(time.time() * 1000)
-    return len(records), [ConsumerRecord(topic, 0, offset, now, 0, key, value, None, len(key or b""), len(value or b""), ())
-                          for offset, (topic, key, value) in enumerate(published) if topic in read]
+    return len(records), [ConsumerRecord(topic, 0, offset, timestamp or now, 0, key, value, None, len(key or b""),
+                                         len(value or b""), ())
+                          for offset, (topic, key, value, timestamp) in enumerate(published) if topic in read]
 
 
 def main() -> None:
