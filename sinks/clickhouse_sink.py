@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from clickhouse_connect.datatypes.registry import get_from_name
 
 from infra.kafka import consumer_config
 from infra.settings import Settings
@@ -132,6 +133,9 @@ class ClickHouseSink:
         # for ClickHouse to store and merge. Lost at a restart: the first profile writes again.
         self._identities_written: dict[str, int] = {}
         self._backlog = False   # the last batch's events waited upstream longer than sink.backlog_seconds
+        # table -> column -> type, read once: given the types, clickhouse-connect inserts without a DESCRIBE first
+        # (a round trip per table and batch to a server). The migrations ran before the sink started.
+        self._column_types: dict[str, dict] = {}
 
     def _add_profile(self, batch: Batch, message) -> None:
         """A customer_profiles row and a customer_identities row: personal data goes to the second only."""
@@ -230,7 +234,7 @@ class ClickHouseSink:
         if not ids:
             return
         self.client.command("DELETE FROM customer_identities WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
-        self.client.insert("customer_identities", [[i, [], 1, erasure["at"]] for i in ids], column_names=IDENTITY_COLUMNS)
+        self._insert_rows("customer_identities", [[i, [], 1, erasure["at"]] for i in ids], IDENTITY_COLUMNS)
         self.client.command("DELETE FROM event_details WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
         self.client.command("DELETE FROM support_contacts WHERE customer_id IN {ids:Array(String)}", parameters={"ids": ids})
         # Events stored before event_details existed (migration 0010) may still carry text in their payload.
@@ -246,6 +250,13 @@ class ClickHouseSink:
             "{payloads:Array(String)}, payload_json) WHERE event_id IN {ids:Array(String)}",
             parameters={"ids": event_ids, "payloads": anonymised}, settings={"mutations_sync": 2})
 
+    def _insert_rows(self, table: str, rows: list, columns: list[str]) -> None:
+        types = self._column_types.get(table)
+        if types is None:
+            described = self.client.query(f"DESCRIBE TABLE {table}").named_results()
+            types = self._column_types[table] = {column["name"]: get_from_name(column["type"]) for column in described}
+        self.client.insert(table, rows, column_names=columns, column_types=[types[column] for column in columns])
+
     def _insert_isolating(self, rows: TableRows, start: int = 0, end: int | None = None) -> list[tuple[object, Exception]]:
         """Insert rows[start:end]; when ClickHouse refuses rows (not an outage), bisect until each refused row
         stands alone, store the others, and return the refused ones with ClickHouse's reason. An outage
@@ -255,7 +266,7 @@ class ClickHouseSink:
         if start >= end:
             return []
         try:
-            self.client.insert(rows.table, rows.rows[start:end], column_names=rows.columns)
+            self._insert_rows(rows.table, rows.rows[start:end], rows.columns)
             return []
         except Exception as error:
             if not is_row_rejection(error):

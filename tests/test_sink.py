@@ -45,6 +45,20 @@ class FlakyClient:
         return getattr(self.client, name)
 
 
+class QueryCountingClient:
+    """Forwards to the real client; keeps the text of every query."""
+
+    def __init__(self, client):
+        self.client, self.queries = client, []
+
+    def query(self, sql, *args, **kwargs):
+        self.queries.append(sql)
+        return self.client.query(sql, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
 def timeline_event(i: int) -> dict:
     return {"event_id": f"e-{i:06d}", "event_time": T0 + timedelta(seconds=i), "channel": "web", "event_type": "order",
             "customer_id": f"c-{i % 50}", "source_id": f"W-{i}", "identifiers": [], "amount_minor": 100 + i,
@@ -156,9 +170,10 @@ def test_a_backlog_makes_longer_batches_until_it_is_cleared(settings, client, ca
     ensure_topics(settings.kafka.bootstrap_servers, settings.topics.all_names(), settings.topics.partitions, 1)
     waves = [(0, 200, 120), (200, 400, 120), (400, 600, 0), (600, 800, 0)]   # events, seconds they waited upstream
     counted = []
+    counting = QueryCountingClient(client)
 
     async def scenario():
-        task, stop, sink = start_sink(settings, client, batch_max_seconds=0.3, backlog_seconds=5.0,
+        task, stop, sink = start_sink(settings, counting, batch_max_seconds=0.3, backlog_seconds=5.0,
                                       backlog_batch_max_seconds=1.0)
         for first, end, waited in waves:
             await produce_records(settings, settings.topics.customer_timeline, "timeline_event",
@@ -177,6 +192,8 @@ def test_a_backlog_makes_longer_batches_until_it_is_cleared(settings, client, ca
     # wave 3 clears it, so wave 4 is not
     assert counted[1] > counted[0] and counted[2] > counted[1] and counted[3] == counted[2], counted
     assert stats.records_read == 800 and stored(client) == (800, 800, sum(100 + i for i in range(800)))
+    # the column types are read once, not before every insert (a round trip to a server each)
+    assert stats.batches >= 4 and [q for q in counting.queries if q.startswith("DESCRIBE")] == ["DESCRIBE TABLE timeline_events"]
     said = [r.getMessage() for r in caplog.records if r.name == "sinks.clickhouse_sink"]
     assert sum("until the backlog is cleared" in line for line in said) == 1, said
     assert sum("backlog cleared" in line and "until" not in line for line in said) == 1, said
