@@ -37,9 +37,24 @@ def tansu_binary() -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(host, 1)[0]
+
+
+def free_ports(host: str = "127.0.0.1", count: int = 1) -> list[int]:
+    """count distinct free ports: each socket is held until all are chosen, or two calls in a row may get the
+    same port (the broker and its object store did once, and tansu stopped with "Address in use")."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+PORT_TAKEN = ("Address in use", "Address already in use", "AddrInUse")
+START_ATTEMPTS = 3
 
 
 READY_MARK = b"--- omnihub: starting ---\n"
@@ -115,14 +130,24 @@ class EmbeddedBroker:
     def __init__(self, log_dir: Path, storage: str = "memory://tansu/", host: str = "127.0.0.1", port: int | None = None,
                  disk_dir: Path | None = None):
         self.host = host
-        self.port = port or free_port(host)
+        self.port_given = port is not None
+        self.port = port
         self.storage = storage
         self.log_file = Path(log_dir) / "tansu.log"
         self.disk_dir = Path(disk_dir) if disk_dir else Path(log_dir).parent / "broker"
-        self.store_port = free_port(host) if storage == DISK_STORAGE else None
+        self.store_port: int | None = None
+        self._choose_ports()
         self.store_log = Path(log_dir) / "object-store.log"
         self.process: subprocess.Popen | None = None
         self.store: subprocess.Popen | None = None
+
+    def _choose_ports(self) -> None:
+        """Free ports for what this broker was not given one, distinct from each other and from the given one."""
+        ports = [p for p in free_ports(self.host, 3) if p != self.port]
+        if not self.port_given:
+            self.port = ports.pop(0)
+        if self.storage == DISK_STORAGE:
+            self.store_port = ports[0]
 
     @property
     def bootstrap_servers(self) -> str:
@@ -171,9 +196,22 @@ class EmbeddedBroker:
                  f"disk under {self.disk_dir}" if self.storage == DISK_STORAGE else self.storage, self.log_file)
 
     def start(self, timeout: float = 30.0) -> "EmbeddedBroker":
-        self.launch()
-        self.wait_ready(timeout)
-        return self
+        attempt = 1
+        while True:
+            self.launch()
+            try:
+                self.wait_ready(timeout)
+                return self
+            except BrokerError as error:
+                # A port chosen here can be taken by another process before tansu or its store listens on it:
+                # choose again. A port the caller gave is theirs to fix: fail with the log.
+                if attempt == START_ATTEMPTS or self.port_given or not any(text in str(error) for text in PORT_TAKEN):
+                    raise
+                attempt += 1
+                taken = f"{self.port}" + (f" or {self.store_port}" if self.store_port else "")
+                self._choose_ports()
+                log.warning("embedded broker: port %s was taken before it could listen; starting again on %s",
+                            taken, self.port)
 
     def stop(self, grace: float = 3.0) -> None:
         # tansu waits for every client connection to close before it exits on SIGTERM; its disk writes
