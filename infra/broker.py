@@ -36,13 +36,9 @@ def tansu_binary() -> Path:
     return binary
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    return free_ports(host, 1)[0]
-
-
 def free_ports(host: str = "127.0.0.1", count: int = 1) -> list[int]:
-    """count distinct free ports: each socket is held until all are chosen, or two calls in a row may get the
-    same port (the broker and its object store did once, and tansu stopped with "Address in use")."""
+    """count distinct free ports: each socket is held until all are chosen; two calls in a row may return the
+    same port (a broker's start once stopped with "Address in use": its object store may have had the same)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for sock in sockets:
