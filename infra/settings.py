@@ -154,8 +154,9 @@ class SinkSettings(_Section):
     batch_max_seconds: float = Field(default=0.5, gt=0)
     # Under a backlog the window is longer: when the oldest event of the last batch was accepted by its connector
     # more than backlog_seconds ago, the next batch gathers for up to backlog_batch_max_seconds. A bigger insert
-    # costs ClickHouse less an event (its materialized views cost ~50 ms an insert whatever its size), and the
-    # CPU saved goes to clearing the backlog; events that waited that long upstream hardly notice 1.5 s more.
+    # costs ClickHouse less an event (bench_sink.py: 114.9 us of CPU an event in batches of 2,500 records, 44.2
+    # in batches of 50,000), and the CPU saved goes to clearing the backlog; events that waited that long
+    # upstream hardly notice 1.5 s more.
     # At a steady load nothing waits that long, and the window stays batch_max_seconds (bench_latency).
     backlog_seconds: float = Field(default=5.0, gt=0)
     backlog_batch_max_seconds: float = Field(default=2.0, gt=0)

@@ -333,8 +333,9 @@ class ClickHouseSink:
                 delay = min(delay * 2, self.settings.sink.retry_max_seconds)
 
     def _follow_backlog(self, messages: list) -> None:
-        """Whether the next batch gathers with the backlog window: the timeline records carry, as their
-        timestamp, when the connector accepted their event (streams/resolver.py: Send)."""
+        """Decide whether the next batch gathers with the backlog window, from how long this batch's oldest
+        timeline record waited upstream: its timestamp is when the connector accepted the event
+        (streams/resolver.py: Send)."""
         timeline = self.settings.topics.customer_timeline
         oldest = min((m.timestamp for m in messages if m.topic == timeline and m.timestamp is not None), default=None)
         if oldest is None:
