@@ -192,22 +192,24 @@ class EmbeddedBroker:
                  f"disk under {self.disk_dir}" if self.storage == DISK_STORAGE else self.storage, self.log_file)
 
     def start(self, timeout: float = 30.0) -> "EmbeddedBroker":
-        attempt = 1
-        while True:
+        for attempt in range(1, START_ATTEMPTS + 1):
             self.launch()
             try:
                 self.wait_ready(timeout)
                 return self
             except BrokerError as error:
-                # A port chosen here can be taken by another process before tansu or its store listens on it:
-                # choose again. A port the caller gave is theirs to fix: fail with the log.
-                if attempt == START_ATTEMPTS or self.port_given or not any(text in str(error) for text in PORT_TAKEN):
-                    raise
-                attempt += 1
-                taken = f"{self.port}" + (f" or {self.store_port}" if self.store_port else "")
-                self._choose_ports()
-                log.warning("embedded broker: port %s was taken before it could listen; starting again on %s",
-                            taken, self.port)
+                self.after_failed_start(error, attempt)
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def after_failed_start(self, error: BrokerError, attempt: int) -> None:
+        """After start attempt `attempt` failed with `error`: choose new ports when one chosen here was taken by
+        another process before tansu or its store listened on it (say so in one line; the caller launches
+        again), else raise the error. A port the caller gave is theirs to fix: it fails with the log."""
+        if attempt >= START_ATTEMPTS or self.port_given or not any(text in str(error) for text in PORT_TAKEN):
+            raise error
+        taken = f"{self.port}" + (f" or {self.store_port}" if self.store_port else "")
+        self._choose_ports()
+        log.warning("embedded broker: port %s was taken before it could listen; starting again on %s", taken, self.port)
 
     def stop(self, grace: float = 3.0) -> None:
         # tansu waits for every client connection to close before it exits on SIGTERM; its disk writes

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from infra.broker import EmbeddedBroker, wait_for_line, wait_until_ready
+from infra.broker import START_ATTEMPTS, BrokerError, EmbeddedBroker, wait_for_line, wait_until_ready
 from infra.clickhouse import LockedClient, open_client
 from infra.kafka import broker_id, ensure_topics
 from infra.processes import pid_alive, spawn, stop_process, tune_collector
@@ -135,8 +135,13 @@ class Hub:
         if s.embedded_kafka:
             self.broker = EmbeddedBroker(Path(s.data_dir) / "logs", s.kafka.embedded_storage,
                                          disk_dir=Path(s.data_dir) / "broker")
-            self.broker.launch()  # from this (main) thread: the processes die with it
-            await asyncio.to_thread(self.broker.wait_ready)
+            for attempt in range(1, START_ATTEMPTS + 1):
+                self.broker.launch()  # from this (main) thread: the processes die with it
+                try:
+                    await asyncio.to_thread(self.broker.wait_ready)
+                    break
+                except BrokerError as error:
+                    self.broker.after_failed_start(error, attempt)   # raises unless a port was taken meanwhile
             self._supervise_broker()
         await self._prepare_broker()
         self.client = LockedClient(await asyncio.to_thread(open_client, s))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -61,3 +63,26 @@ def channel_config(settings, directory: Path, name: str, create_topics: bool = T
         ensure_topics(settings.kafka.bootstrap_servers, [config["topic"], settings.topics.dead_letters],
                       settings.topics.partitions, settings.topics.replication_factor)
     return path
+
+
+@contextmanager
+def first_port_choice_taken(monkeypatch):
+    """The embedded broker's first choice of a port is already listened on by another socket (as when another
+    process takes a port between its choice and tansu's start); later choices are left free. Yields (the
+    taken port, every choice made)."""
+    from infra import broker as broker_module
+
+    real_free_ports = broker_module.free_ports
+    chosen: list[list[int]] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+
+        def first_choice_taken(host, count):
+            ports = real_free_ports(host, count)
+            chosen.append(ports)
+            return [busy] + ports[1:] if len(chosen) == 1 else ports
+
+        monkeypatch.setattr(broker_module, "free_ports", first_choice_taken)
+        yield busy, chosen

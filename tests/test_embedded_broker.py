@@ -2,8 +2,8 @@ import socket
 
 import pytest
 
-from infra import broker as broker_module
 from infra.broker import BrokerError, EmbeddedBroker
+from tests.fixtures import first_port_choice_taken
 
 pytestmark = pytest.mark.integration
 
@@ -29,19 +29,7 @@ def test_a_broker_that_cannot_start_fails_fast_with_its_log(tmp_path):
 
 def test_a_port_taken_before_tansu_listens_is_chosen_again(tmp_path, monkeypatch, caplog):
     """The ports are chosen free, then handed to tansu: another process may take one in between."""
-    real_free_ports = broker_module.free_ports
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        busy = taken.getsockname()[1]
-        chosen = []
-
-        def first_choice_taken(host, count):
-            ports = real_free_ports(host, count)
-            chosen.append(ports)
-            return [busy] + ports[1:] if len(chosen) == 1 else ports
-
-        monkeypatch.setattr(broker_module, "free_ports", first_choice_taken)
+    with first_port_choice_taken(monkeypatch) as (busy, chosen):
         with caplog.at_level("WARNING", logger="infra.broker"):
             with EmbeddedBroker(tmp_path) as broker:
                 assert broker.port != busy and broker.process.poll() is None
@@ -49,4 +37,3 @@ def test_a_port_taken_before_tansu_listens_is_chosen_again(tmp_path, monkeypatch
     assert len(chosen) == 2
     assert [r.getMessage() for r in caplog.records if r.name == "infra.broker" and r.levelname == "WARNING"] == \
         [f"embedded broker: port {busy} was taken before it could listen; starting again on {broker.port}"]
-

@@ -29,7 +29,7 @@ from infra.vault import open_vault
 from infra.processes import pid_alive
 from infra.supervision import ChildKeepsFailing, RestartPolicy
 from schemas.serde import codec
-from tests.fixtures import channel_config, channel_topic, web_order, write_web_orders
+from tests.fixtures import channel_config, channel_topic, first_port_choice_taken, web_order, write_web_orders
 from tests.test_sink import produce_records
 
 pytestmark = pytest.mark.integration
@@ -202,6 +202,27 @@ def embedded(settings, tmp_path: Path, storage: str = "disk"):
     return settings.model_copy(update={
         "kafka": settings.kafka.model_copy(update={"bootstrap_servers": None, "embedded_storage": storage}),
         "data_dir": tmp_path / "hub"})
+
+
+def test_the_hub_starts_its_broker_again_when_a_port_it_chose_was_taken(settings, tmp_path, monkeypatch, caplog):
+    """The hub launches its broker from the main thread and waits for it in another: a port taken between the
+    choice and tansu's start makes it choose again there too, and the pipeline runs on the new port."""
+    own = embedded(settings, tmp_path)
+
+    async def scenario(busy):
+        async with Hub(own, start_worker=False) as hub:
+            assert hub.broker.port != busy and busy not in (hub.broker.port, hub.broker.store_port)
+            await produce_records(own.model_copy(update={"kafka": own.kafka.model_copy(update={"bootstrap_servers": hub.bootstrap})}),
+                                  own.topics.customer_timeline, "timeline_event", [timeline_record(i) for i in range(10)])
+            await wait_until(lambda: stored_count(hub) == 10, 60, "rows through the broker on its new port")
+            return hub.broker.port
+
+    with first_port_choice_taken(monkeypatch) as (busy, chosen):
+        with caplog.at_level("WARNING", logger="infra.broker"):
+            port = asyncio.run(scenario(busy))
+    assert len(chosen) == 2
+    assert [r.getMessage() for r in caplog.records if r.name == "infra.broker" and r.levelname == "WARNING"] == \
+        [f"embedded broker: port {busy} or {chosen[0][1]} was taken before it could listen; starting again on {port}"]
 
 
 def test_crashed_children_are_restarted_and_one_that_keeps_failing_stops_the_hub(settings, tmp_path):
