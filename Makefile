@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_latency.py
 	$(PY) tests/benchmarks/bench_recovery.py
 	$(PY) tests/benchmarks/bench_state_reads.py
+	$(PY) tests/benchmarks/bench_partitioner.py
 	$(PY) tests/benchmarks/bench_resolver.py
 	$(PY) tests/benchmarks/bench_sink.py
 	$(PY) tests/benchmarks/bench_scale_out.py

@@ -31,8 +31,8 @@ from collections import deque
 from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
+from infra.kafka import key_partition
 from streams.resolver import Send
 from streams.state_store import StateStore
 
@@ -50,9 +50,6 @@ class Checkpoint:
         self.run_id = uuid.uuid4().hex[:12]
         self.batches = 0
         self._partitions: dict[str, list[int]] = {}
-        # murmur2 is pure Python (about 20 us a key): once per key, whatever the topic (a customer's timeline
-        # records and profile share their key)
-        self._hash_of: dict[bytes, int] = {}
         self._in_flight: list[asyncio.Task] = []
         self._queued: asyncio.Future | None = None   # set once the last batch's changelog records are queued
         self._acknowledged: deque = deque()   # (delta, changelog offset), in order, not yet in RocksDB
@@ -132,8 +129,12 @@ class Checkpoint:
         Returns (future of the request's base offset, records in it) per request."""
         batches: dict[tuple[str, int], list] = {}   # (topic, partition) -> [batch, records in it]
         futures = []
+        for topic in {send.topic for send in sends} - self._partitions.keys():
+            self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         for index, (topic, key, value, timestamp_ms) in enumerate(sends):
-            partition = await self._partition(topic, key, index)
+            partitions = self._partitions[topic]
+            # A key's partition is the default partitioner's (Kafka's murmur2), as a plain send would choose it
+            partition = partitions[index % len(partitions)] if key is None else key_partition(key, partitions)
             entry = batches.get((topic, partition))
             if entry is None:
                 entry = batches[(topic, partition)] = [self.producer.create_batch(), 0]
@@ -147,21 +148,6 @@ class Checkpoint:
             batch.close()
             futures.append((await self.producer.send_batch(batch, topic, partition=partition), count))
         return futures
-
-    async def _partition(self, topic: str, key: bytes | None, index: int) -> int:
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        if key is None:
-            return partitions[index % len(partitions)]
-        # The default partitioner's choice (aiokafka's DefaultPartitioner, Kafka's murmur2 of the key), as a
-        # plain send would make it: keyed topics stay co-partitioned with what other clients produce.
-        hashed = self._hash_of.get(key)
-        if hashed is None:
-            if len(self._hash_of) > 500_000:
-                self._hash_of.clear()
-            hashed = self._hash_of[key] = murmur2(key) & 0x7FFFFFFF
-        return partitions[hashed % len(partitions)]
 
     @staticmethod
     def _crash_point(step: str) -> None:
