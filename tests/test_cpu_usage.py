@@ -44,3 +44,14 @@ def test_children_are_counted_by_role_after_they_exit_and_not_before_the_start()
     # each exited child's last SAMPLE_SECONDS may be missed; counting the time before the start adds >= 1 s
     assert expected - 2 * SAMPLE_SECONDS - 0.05 <= counted <= expected + 0.05
     assert f"other {counted:.1f}" in usage.summary() and usage.wall_seconds >= 1.0
+
+
+def test_a_child_is_counted_under_the_role_of_what_it_executes():
+    """Before its exec a child still carries its parent's command line: it must not stay "other"."""
+    env = {**os.environ, "PY": sys.executable, "CODE": BURN.format(seconds=1.5), "ROLE": "tansu"}
+    with CpuUsage("this process") as usage:
+        child = subprocess.Popen(["sh", "-c", f'sleep {SAMPLE_SECONDS * 3}; exec "$PY" -c "$CODE" "$ROLE"'], env=env)
+        used = reap(child)
+    roles = usage.by_role()
+    assert used - SAMPLE_SECONDS - 0.05 <= roles.get("broker", 0.0) <= used + 0.05
+    assert roles.get("other", 0.0) < 0.2   # the shell's own moment
