@@ -211,7 +211,7 @@ def test_the_hub_starts_its_broker_again_when_a_port_it_chose_was_taken(settings
 
     async def scenario(busy):
         async with Hub(own, start_worker=False) as hub:
-            assert hub.broker.port != busy and busy not in (hub.broker.port, hub.broker.store_port)
+            assert busy not in (hub.broker.port, hub.broker.store_port)
             await produce_records(own.model_copy(update={"kafka": own.kafka.model_copy(update={"bootstrap_servers": hub.bootstrap})}),
                                   own.topics.customer_timeline, "timeline_event", [timeline_record(i) for i in range(10)])
             await wait_until(lambda: stored_count(hub) == 10, 60, "rows through the broker on its new port")
