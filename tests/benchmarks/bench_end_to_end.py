@@ -137,7 +137,7 @@ def main() -> None:
               f"embedded broker on disk, this machine", flush=True)
         # The no-op pipeline before and after Omnihub (each on a fresh data folder), never beside it: this machine's
         # speed drifts within minutes (the same connectors once used 195.4 CPU seconds for the files, then 124.6
-        # eight minutes later), so one no-op run before would make the ratio lean with the drift; two bracket it.
+        # six minutes later), so one no-op run before would make the ratio lean with the drift; two bracket it.
         rates = []
         for run, label in ((0, "no-op"), (1, "omnihub"), (2, "no-op")):
             if label == "no-op":
