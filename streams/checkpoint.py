@@ -129,10 +129,10 @@ class Checkpoint:
         Returns (future of the request's base offset, records in it) per request."""
         batches: dict[tuple[str, int], list] = {}   # (topic, partition) -> [batch, records in it]
         futures = []
-        for topic in {send.topic for send in sends} - self._partitions.keys():
-            self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         for index, (topic, key, value, timestamp_ms) in enumerate(sends):
-            partitions = self._partitions[topic]
+            partitions = self._partitions.get(topic)
+            if partitions is None:   # once per topic
+                partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
             # A key's partition is the default partitioner's (Kafka's murmur2), as a plain send would choose it
             partition = partitions[index % len(partitions)] if key is None else key_partition(key, partitions)
             entry = batches.get((topic, partition))
