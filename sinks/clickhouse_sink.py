@@ -40,6 +40,7 @@ PROFILE_COLUMNS = ["customer_id", "version", "merged_ids", "first_seen", "last_s
                    "open_tickets", "last_contact_channel", "social_mentions", "sentiment", "best_customer"]
 # Free text and channel details may name or locate the person: stored apart, in event_details.
 PERSONAL_PAYLOAD_KEYS = ("text", "attributes")
+PERSONAL_PAYLOAD_MARKERS = tuple(f'"{key}"' for key in PERSONAL_PAYLOAD_KEYS)   # made once, not per event
 EVENT_DETAIL_COLUMNS = ["event_id", "customer_id", "event_time", "channel", "text", "attributes_json"]
 IDENTITY_COLUMNS = ["customer_id", "identifiers", "deleted", "updated_at"]
 IDENTITIES_REMEMBERED = 2_000_000  # customers whose identities row this process remembers writing (~150 bytes each)
@@ -97,7 +98,10 @@ class Batch:
 def split_personal(payload_json: str) -> tuple[str, str | None, dict | None]:
     """(payload without personal keys, its free text, its attributes): the first goes to timeline_events,
     the others to event_details."""
-    if not any(f'"{key}"' in payload_json for key in PERSONAL_PAYLOAD_KEYS):  # most events: nothing to parse
+    for marker in PERSONAL_PAYLOAD_MARKERS:
+        if marker in payload_json:
+            break
+    else:  # most events: nothing to parse
         return payload_json, None, None
     payload = orjson.loads(payload_json)
     text, attributes = payload.pop("text", None), payload.pop("attributes", None)

@@ -116,11 +116,13 @@ def repurchased(profile: dict, within_days: int) -> bool:
     return any(orders[i + 1][0] - orders[i][0] <= window for i in range(len(orders) - 1))
 
 
-def to_avro(profile: dict, identifiers: list[str], version: int, repurchase_days: int, best_threshold: int | None) -> dict:
-    """The record for schemas/avro/customer_profile.avsc."""
+def to_avro(profile: dict, identifiers: list[str], version: int, repurchase_days: int, best_threshold: int | None,
+            yearly: int | None = None) -> dict:
+    """The record for schemas/avro/customer_profile.avsc (yearly: revenue_12_months(profile), if the caller
+    has it already)."""
     orders = profile["online_orders"] + profile["store_orders"]
     total = revenue(profile)
-    yearly = revenue_12_months(profile)
+    yearly = revenue_12_months(profile) if yearly is None else yearly
     return {
         "customer_id": profile["customer_id"], "version": version, "identifiers": identifiers,
         "merged_ids": profile["merged_ids"], "first_seen": profile["first_seen"], "last_seen": profile["last_seen"],

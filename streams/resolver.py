@@ -88,6 +88,14 @@ class ProfilesView(MutableMapping):
         self._changed = set()
         return self._segment
 
+    def published(self, customer_id: str, revenue: int, best: bool) -> None:
+        """The 12-month revenue and best-customer flag just published for a customer's current profile:
+        the segment takes them as they are, rather than summing the revenue again at the next threshold
+        (3% of the worker in a 200,000-event load, for every customer a batch changed)."""
+        if self._segment is not None:
+            self._segment[customer_id] = (revenue, best)
+            self._changed.discard(customer_id)
+
     def __getitem__(self, key):
         return self.view[key]
 
@@ -296,13 +304,15 @@ class Resolver:
         if profile is None:
             return None
         identifiers = cluster["identifiers"] if cluster else []
+        yearly = profile_state.revenue_12_months(profile)
         record = profile_state.to_avro(profile, identifiers, cluster["version"] if cluster else 1,
-                                       self.settings.identity.repurchase_days, self.best_threshold)
+                                       self.settings.identity.repurchase_days, self.best_threshold, yearly)
         record["sealed_identifiers"] = [bytes.fromhex(sealed) for key in identifiers
                                         if (sealed := self.sealed.get(key)) is not None]
         if record["best_customer"] != profile.get("best", False):
             # What was published is kept, so a threshold move republishes exactly the customers it flips
             self.profiles[customer_id] = {**profile, "best": record["best_customer"]}
+        self.profiles.published(customer_id, yearly, record["best_customer"])
         return self.codecs["customer_profile"].encode(record)
 
     def update_best_threshold(self, out: Outputs) -> None:

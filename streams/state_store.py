@@ -220,11 +220,12 @@ class StateStore:
         if not isinstance(delta, Delta):
             delta = Delta(delta)
         batch = WriteBatch(raw_mode=True)
+        prefixes = {name: name.encode() + b"\x00" for name in delta.changes}
         for name, key, value in delta.encoded:
             if value is None:
-                batch.delete(name.encode() + b"\x00" + key.encode())
+                batch.delete(prefixes[name] + key.encode())
             else:
-                batch.put(name.encode() + b"\x00" + key.encode(), value)
+                batch.put(prefixes[name] + key.encode(), value)
         if changelog_offset is not None:
             batch.put(CHANGELOG_OFFSET, str(changelog_offset).encode())
         if broker is not None:
