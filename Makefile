@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_partitioner.py
 	$(PY) tests/benchmarks/bench_resolver.py
 	$(PY) tests/benchmarks/bench_sink.py
+	$(PY) tests/benchmarks/bench_timeline_growth.py --batch-rows 15000
+	$(PY) tests/benchmarks/bench_timeline_growth.py --batch-rows 15000 --without-exactness
 	$(PY) tests/benchmarks/bench_scale_out.py
 	$(PY) tests/benchmarks/bench_clickhouse.py
 
