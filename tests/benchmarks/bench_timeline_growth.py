@@ -44,12 +44,12 @@ LOOKUPS = {
 NO_CACHE = " SETTINGS use_query_condition_cache = 0"
 
 
-def exactness_lookup(client, sink: ClickHouseSink, batch: list[list]) -> list[str]:
+def exactness_lookup(client, sink: ClickHouseSink, batch: list[list]) -> tuple[str, list[str]]:
     """The exactness check's lookup for one more batch, run alone, each way: median CPU, and granules read."""
     client.command("CREATE TABLE growth_probe_block AS timeline_events ENGINE = Memory")
     sink._insert_rows("growth_probe_block", batch, TIMELINE_COLUMNS)
     hours = client.query("SELECT uniqExact(toStartOfHour(event_time)) FROM growth_probe_block").result_rows[0][0]
-    lines = [f"for {len(batch):,} events spanning {hours} hours"]
+    lines = []
     spent: dict[str, list[float]] = {name: [] for name in LOOKUPS}
     for _ in range(3):
         for name, lookup in LOOKUPS.items():
@@ -63,7 +63,7 @@ def exactness_lookup(client, sink: ClickHouseSink, batch: list[list]) -> list[st
         granules = [line for line in plan if line.startswith("Granules:")]
         lines.append(f"{name}: {cpu:.3f} s of CPU ({cpu / len(batch) * 1e6:.1f} us an event), "
                      f"timeline_facts {granules[-1] if granules else '?'}")
-    return lines
+    return f"for {len(batch):,} events spanning {hours} hours", lines
 
 
 def main() -> None:
@@ -105,8 +105,8 @@ def main() -> None:
                   f"event inserted", flush=True)
         if not args.without_exactness:
             batch = [[f"{row[0]}-probe", *row[1:]] for row in rows[:rows_a_batch]]
-            first, *ways = exactness_lookup(client, sink, batch)
-            print(f"  the exactness check's lookup for one more batch, {first}:")
+            block, ways = exactness_lookup(client, sink, batch)
+            print(f"  the exactness check's lookup for one more batch, {block}:")
             for way in ways:
                 print(f"    {way}")
 
