@@ -49,15 +49,15 @@ def exactness_lookup(client, sink: ClickHouseSink, batch: list[list]) -> tuple[s
     client.command("CREATE TABLE growth_probe_block AS timeline_events ENGINE = Memory")
     sink._insert_rows("growth_probe_block", batch, TIMELINE_COLUMNS)
     hours = client.query("SELECT uniqExact(toStartOfHour(event_time)) FROM growth_probe_block").result_rows[0][0]
-    lines = []
-    spent: dict[str, list[float]] = {name: [] for name in LOOKUPS}
+    queries = {name: lookup.format(block="growth_probe_block") for name, lookup in LOOKUPS.items()}
+    spent: dict[str, list[float]] = {name: [] for name in queries}
     for _ in range(3):
-        for name, lookup in LOOKUPS.items():
+        for name, query in queries.items():
             began = time.process_time()
-            client.query(lookup.format(block="growth_probe_block") + NO_CACHE)
+            client.query(query + NO_CACHE)
             spent[name].append(time.process_time() - began)
-    for name, lookup in LOOKUPS.items():
-        query = lookup.format(block="growth_probe_block")
+    lines = []
+    for name, query in queries.items():
         cpu = statistics.median(spent[name])
         plan = [row[0].strip() for row in client.query("EXPLAIN indexes = 1 " + query).result_rows]
         granules = [line for line in plan if line.startswith("Granules:")]
