@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from infra.broker import EmbeddedBroker
+from infra.compose import service_image
 from infra.settings import Settings, load_settings
 
 
@@ -39,7 +40,7 @@ def kafka_bootstrap(backend: str, tmp_path_factory: pytest.TempPathFactory):
     if backend == "containers":
         from testcontainers.community.kafka import KafkaContainer
 
-        with KafkaContainer() as kafka:
+        with KafkaContainer(service_image("kafka")) as kafka:   # the images infra/compose.yaml runs
             yield kafka.get_bootstrap_server()
     else:
         with EmbeddedBroker(tmp_path_factory.mktemp("tansu")) as broker:
@@ -52,7 +53,7 @@ def clickhouse_location(backend: str, tmp_path_factory: pytest.TempPathFactory) 
     if backend == "containers":
         from testcontainers.community.clickhouse import ClickHouseContainer
 
-        container = ClickHouseContainer()  # exposes the HTTP port 8123 that clickhouse-connect uses
+        container = ClickHouseContainer(service_image("clickhouse"))  # exposes the HTTP port 8123 that clickhouse-connect uses
         container.start()
         try:
             host, port = container.get_container_host_ip(), container.get_exposed_port(8123)
