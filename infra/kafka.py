@@ -12,6 +12,7 @@ import re
 from typing import Sequence
 
 import murmurhash2
+import numpy as np
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -42,6 +43,56 @@ def key_partition(key: bytes, partitions: Sequence[int]) -> int:
     where aiokafka's murmur2 is pure Python, 0.59 against 11.03 us a key (tests/benchmarks/bench_partitioner.py;
     a connector sends every record keyed)."""
     return partitions[(murmurhash2.murmurhash2(key, KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % len(partitions)]
+
+
+_M = np.uint32(0x5BD1E995)   # murmur2's multiplier
+GIL_KEPT_ROWS = 500   # numpy keeps the GIL through an operation on at most this many elements
+
+
+def key_partitions(keys: Sequence[bytes], partitions: Sequence[int]) -> list[int]:
+    """key_partition() of many keys at once, with numpy over the keys of each length. murmurhash2 releases the GIL
+    at every call, and so does numpy on arrays of more than 500 elements: alone that costs nothing, but in the
+    worker, whose resolving thread wants the GIL all the time, each release is a wait to take it back
+    (tests/benchmarks/bench_partitioner.py: 0.22 us a key alone, 90 beside a busy thread). In slices of 500 keys
+    numpy never lets go of it."""
+    hashes = np.empty(len(keys), dtype=np.uint32)
+    by_length: dict[int, list[int]] = {}
+    for index, key in enumerate(keys):
+        by_length.setdefault(len(key), []).append(index)
+    with np.errstate(over="ignore"):   # the hash's arithmetic is modulo 2**32, as uint32 arrays do it
+        for length, indexes in by_length.items():
+            for start in range(0, len(indexes), GIL_KEPT_ROWS):
+                rows = indexes[start:start + GIL_KEPT_ROWS]
+                hashes[rows] = _murmur2(np.frombuffer(b"".join([keys[i] for i in rows]), dtype=np.uint8)
+                                        .reshape(len(rows), length))
+    chosen = (hashes & np.uint32(0x7FFFFFFF)) % np.uint32(len(partitions))
+    return [partitions[i] for i in chosen.tolist()]
+
+
+def _murmur2(data: np.ndarray) -> np.ndarray:
+    """Kafka's murmur2 of each row of equal-length keys (rows x bytes, uint8)."""
+    count, length = data.shape
+    h = np.full(count, (KAFKA_MURMUR2_SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)
+    whole = length // 4
+    words = np.ascontiguousarray(data[:, :whole * 4]).view("<u4")
+    for column in range(whole):   # each 4-byte little-endian word
+        k = words[:, column] * _M
+        k ^= k >> np.uint32(24)
+        k *= _M
+        h *= _M
+        h ^= k
+    tail = length % 4
+    if tail >= 3:
+        h ^= data[:, whole * 4 + 2].astype(np.uint32) << np.uint32(16)
+    if tail >= 2:
+        h ^= data[:, whole * 4 + 1].astype(np.uint32) << np.uint32(8)
+    if tail >= 1:
+        h ^= data[:, whole * 4].astype(np.uint32)
+        h *= _M
+    h ^= h >> np.uint32(13)
+    h *= _M
+    h ^= h >> np.uint32(15)
+    return h
 
 
 def default_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:

@@ -32,7 +32,7 @@ from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 
-from infra.kafka import key_partition
+from infra.kafka import key_partitions
 from streams.resolver import Send
 from streams.state_store import StateStore
 
@@ -129,12 +129,9 @@ class Checkpoint:
         Returns (future of the request's base offset, records in it) per request."""
         batches: dict[tuple[str, int], list] = {}   # (topic, partition) -> [batch, records in it]
         futures = []
+        chosen = await self._choose_partitions(sends)
         for index, (topic, key, value, timestamp_ms) in enumerate(sends):
-            partitions = self._partitions.get(topic)
-            if partitions is None:   # once per topic
-                partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-            # A key's partition is the default partitioner's (Kafka's murmur2), as a plain send would choose it
-            partition = partitions[index % len(partitions)] if key is None else key_partition(key, partitions)
+            partition = chosen[index]
             entry = batches.get((topic, partition))
             if entry is None:
                 entry = batches[(topic, partition)] = [self.producer.create_batch(), 0]
@@ -148,6 +145,24 @@ class Checkpoint:
             batch.close()
             futures.append((await self.producer.send_batch(batch, topic, partition=partition), count))
         return futures
+
+    async def _choose_partitions(self, sends: list[Send]) -> list[int]:
+        """Each record's partition: a key's is the default partitioner's (Kafka's murmur2), as a plain send would
+        choose it, hashed for all the keys of a topic at once (infra.kafka.key_partitions); keyless records in turn."""
+        chosen = [0] * len(sends)
+        keyed: dict[str, list[int]] = {}   # topic -> indexes of its keyed records
+        for index, (topic, key, _, _) in enumerate(sends):
+            partitions = self._partitions.get(topic)
+            if partitions is None:   # once per topic
+                partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+            if key is None:
+                chosen[index] = partitions[index % len(partitions)]
+            else:
+                keyed.setdefault(topic, []).append(index)
+        for topic, indexes in keyed.items():
+            for index, partition in zip(indexes, key_partitions([sends[i][1] for i in indexes], self._partitions[topic])):
+                chosen[index] = partition
+        return chosen
 
     @staticmethod
     def _crash_point(step: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from infra.kafka import default_partitioner, ensure_topics, key_partition, producer_config, read_topic
+from infra.kafka import default_partitioner, ensure_topics, key_partition, key_partitions, producer_config, read_topic
 from streams.checkpoint import Checkpoint
 from streams.resolver import Send
 from streams.state_store import StateStore
@@ -26,6 +26,10 @@ def test_a_key_gets_the_partition_aiokafkas_default_partitioner_gives_it():
         assert [key_partition(key, list(range(count))) for key in keys] == [aiokafka_choice(key, count) for key in keys]
         assert [default_partitioner(key, list(range(count)), []) for key in keys] == \
             [aiokafka_choice(key, count) for key in keys]
+        # all at once, as the worker hashes a batch's keys: keys of every length mixed, in their order
+        assert key_partitions(keys, list(range(count))) == [aiokafka_choice(key, count) for key in keys]
+    assert key_partitions(keys, [7, 3, 5]) == [[7, 3, 5][aiokafka_choice(key, 3)] for key in keys]   # the ids given
+    assert key_partitions([], [0, 1]) == []
     assert {default_partitioner(None, [0, 1, 2], [1]) for _ in range(50)} == {1}   # keyless: an available one
 
 
