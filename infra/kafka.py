@@ -53,7 +53,7 @@ def key_partitions(keys: Sequence[bytes], partitions: Sequence[int]) -> list[int
     """key_partition() of many keys at once, with numpy over the keys of each length. murmurhash2 releases the GIL
     at every call, and so does numpy on arrays of more than 500 elements: alone that costs nothing, but in the
     worker, whose resolving thread wants the GIL all the time, each release is a wait to take it back
-    (tests/benchmarks/bench_partitioner.py: 0.22 us a key alone, 90 beside a busy thread). In slices of 500 keys
+    (tests/benchmarks/bench_partitioner.py: 0.22 us a key alone, 66 to 90 beside a busy thread). In slices of 500 keys
     numpy never lets go of it."""
     hashes = np.empty(len(keys), dtype=np.uint32)
     by_length: dict[int, list[int]] = {}
