@@ -10,6 +10,7 @@ must then wait to take it back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 import time
@@ -68,21 +69,13 @@ def main() -> None:
         print(f"  {setting}:")
         for name, choose in ways.items():
             sample = keys[:5_000] if setting != "alone" and "murmurhash2" in name else keys  # slow there: fewer
-            with BusyThread() if setting != "alone" else _nothing():
+            with BusyThread() if setting != "alone" else contextlib.nullcontext():
                 wall, cpu, chosen = timed(choose, sample)
             expected = expected or chosen
             assert chosen == expected[:len(chosen)], f"{name} chose other partitions"
             print(f"    {name:34s} {wall:8.2f} us a key of wall time, {cpu:6.2f} us of this thread's CPU "
                   f"({len(sample):,} keys, 6 partitions)")
     print("  the same partition for every key, every way")
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 if __name__ == "__main__":
