@@ -45,6 +45,10 @@ UNLISTED_KINDS = ("order",)
 # buyer's orders are not. A handle seen for the first time is such a customer from its first message
 # (eval_identity.py found it joining a relative when it joined at once).
 MENTION_KIND = "order_mention"
+# The customer id of an event that names nobody (an unsigned app session, a receipt without a card): no
+# customer, no profile. Each one used to be a customer of its own, which counted every anonymous receipt as a
+# buyer who never came back, and put it in the best-customer threshold's population.
+ANONYMOUS = ""
 HANDLE_KINDS = ("social_handle",)
 
 
@@ -102,7 +106,7 @@ def sealed_at_edge(raw: dict) -> bool:
 
 def customer_id_for(key: str, salt: str = "") -> str:
     """str(uuid.uuid5(CUSTOMER_NAMESPACE, key + salt)), without building a UUID object: 3.7 -> 1.0 us, and
-    a new id is made for about half the events (every anonymous one, every new customer)."""
+    a new id is made for every new customer."""
     digest = _NAMESPACE_SHA1.copy()
     digest.update((key + salt).encode())
     raw = bytearray(digest.digest()[:16])
@@ -186,9 +190,8 @@ class IdentityGraph:
         matching = sorted((i for i in identifiers if i.kind in self.rules.matching_kinds and not self.is_shared(i.key)
                            and not (i.key in mentions and self.owner(i.key) is None)),
                           key=lambda i: self.rank.get(i.kind, len(PRIORITY)))
-        if not matching:  # anonymous: nothing to match on, a customer of its own
-            result.customer_id = customer_id_for(f"event:{event_id}")
-            self.events[event_id] = result.customer_id
+        if not matching:  # anonymous: nothing to match on, so nobody's event (it was a customer of its own)
+            self.events[event_id] = result.customer_id = ANONYMOUS
             return result
         # Whose event is it: the owner of its strongest identifier; if that one is new, the owner of a
         # weaker one it does not conflict with (a second email of a known phone); else a new customer.

@@ -21,7 +21,7 @@ from schemas.identifiers import PERSONAL_KINDS
 from schemas.models import dead_letter
 from schemas.serde import codec
 from streams import profiles as profile_state
-from streams.identity import IdentityGraph, IdentityRules, Resolution, event_identifiers
+from streams.identity import ANONYMOUS, IdentityGraph, IdentityRules, Resolution, event_identifiers
 from streams.state_store import StateStore
 
 log = logging.getLogger(__name__)
@@ -164,22 +164,17 @@ class Resolver:
             "streams:resolve-customers", topic, f"partition {partition} offset {offset}", error, value))))
 
     def event(self, event: dict, out: Outputs, accepted_ms: int | None = None) -> None:
-        if event.get("sealed_personal") and event["channel"] in profile_state.READS_PERSONAL:
-            # What the person wrote, for the profile (sentiment, contact channel); sealed as it came, on the
-            # timeline too: the keys of the identifiers it names open it until the person is forgotten.
-            # Opened only where the profile reads it: about 20 us an event.
-            opened = self.vault.open(event["sealed_personal"])
-            personal = orjson.loads(opened) if opened is not None else {}
-            event = {**event, "text": personal.get("text"), "attributes": personal.get("attributes") or {}}
         result = self.graph.resolve(event["event_id"], event_identifiers(event), profile_state.millis(event["occurred_at"]))
         customer_id = result.customer_id
-        if not result.duplicate:  # a redelivered event changes no state
+        if result.duplicate:  # a redelivered event changes no state; its profile is published again: the worker
+            if customer_id != ANONYMOUS:  # may have stopped after the state, before the outputs
+                out.changed.add(self.graph.current(customer_id))
+        else:
             self._changes(result, out)
-            self.profiles[customer_id] = profile_state.fold(self.profiles.get(customer_id)
-                                                            or profile_state.empty(customer_id), event)
-            out.changed.add(customer_id)
-        else:  # its profile is published again: the worker may have stopped after the state, before the outputs
-            out.changed.add(self.graph.current(customer_id))
+            if customer_id != ANONYMOUS:  # nobody's event folds into no profile
+                self.profiles[customer_id] = profile_state.fold(self.profiles.get(customer_id)
+                                                                or profile_state.empty(customer_id), self.readable(event))
+                out.changed.add(customer_id)
         payload = {name: event[name] for name in PAYLOAD_FIELDS if event.get(name) not in (None, [], {})}
         given = {f"{raw['kind']}:{raw['token']}": raw["sealed"] for raw in event["identifiers"]  # sealed at the connector
                  if raw.get("token") and raw.get("sealed")}
@@ -187,7 +182,8 @@ class Resolver:
         sealed_details = event.get("sealed_personal")  # sealed at the connector: passed on as it came
         if sealed_details is None and details:
             if any(i.kind in PERSONAL_KINDS for i in result.identifiers):  # a record from before the connectors sealed
-                sealed_details = self.vault.seal(f"customer:{customer_id}", orjson.dumps(details))
+                owner = f"customer:{customer_id}" if customer_id != ANONYMOUS else f"event:{event['event_id']}"
+                sealed_details = self.vault.seal(owner, orjson.dumps(details))
             else:  # it names nobody (an anonymous app session): no one to forget, as readable as its source
                 payload.update(details)
         timeline = {
@@ -200,8 +196,21 @@ class Resolver:
             "payload_json": orjson.dumps(payload).decode(),
             "sealed_details": sealed_details,
         }
-        out.sends.append(Send(self.topics.customer_timeline, customer_id.encode(), self.codecs["timeline_event"].encode(timeline),
+        # Keyed by customer, so a customer's events stay in order; nobody's event by its own id, so redeliveries
+        # share a partition and anonymous events spread over all of them.
+        key = customer_id if customer_id != ANONYMOUS else event["event_id"]
+        out.sends.append(Send(self.topics.customer_timeline, key.encode(), self.codecs["timeline_event"].encode(timeline),
                               accepted_ms))
+
+    def readable(self, event: dict) -> dict:
+        """The event with what the person wrote opened, where the profile reads it (sentiment, contact channel):
+        sealed as it came, on the timeline too, the keys of the identifiers it names open it until the person is
+        forgotten. Opened only for a profile: about 20 us an event."""
+        if not (event.get("sealed_personal") and event["channel"] in profile_state.READS_PERSONAL):
+            return event
+        opened = self.vault.open(event["sealed_personal"])
+        personal = orjson.loads(opened) if opened is not None else {}
+        return {**event, "text": personal.get("text"), "attributes": personal.get("attributes") or {}}
 
     def sealed_identifier(self, key: str, clear: dict[str, str], given: dict[str, bytes]) -> bytes | None:
         """An identifier's kind:value sealed under its own key: as the connector sealed it (given), else sealed

@@ -175,6 +175,23 @@ def test_finance_online_vs_store_and_the_shared_kpis(client):
             k["peak_events_per_minute"]) == (Decimal("410.00"), 4, 5, 0.6, 1, 0.5, 4)
 
 
+def test_sales_and_contacts_that_name_nobody_count_as_revenue_not_as_customers(client):
+    """An event that names nobody is published with customer id '' (streams/identity.py ANONYMOUS): its money
+    counts, and it is nobody, not one customer (all of them together) nor a customer each."""
+    store_events(client, [
+        row("R-8", at(20, 21, 40), "store", "receipt", "", 3_000, {"lines": [line("B", 3, 1_000, 400)]}),
+        row("R-9", at(20, 21, 41), "store", "receipt", "", 2_000, {"lines": [line("B", 2, 1_000, 400)]}),
+        row("T-8", at(20, 22), "support", "ticket_update", "", None, {"attributes": {"ticket_id": "T-8", "contact_channel": "phone"}}),
+        row("T-9", at(20, 22), "support", "ticket_update", "", None, {"attributes": {"ticket_id": "T-9", "contact_channel": "email"}}),
+    ])
+    [k] = run(client, "kpis_shared")
+    assert (k["revenue"], k["orders"], k["buying_customers"]) == (Decimal("460.00"), 6, 1)   # 410 + 30 + 20; still C1 alone
+    groups = {r["customers"]: (r["how_many"], r["online_revenue"], r["store_revenue"]) for r in run(client, "finance_online_vs_store")}
+    assert groups == {"bought online and in store": (1, Decimal("360.00"), Decimal("50.00")),
+                      "no known customer": (0, Decimal("0.00"), Decimal("50.00"))}
+    assert [r["customer_id"] for r in run(client, "service_multichannel_contacts")] == ["C1"]
+
+
 def test_no_view_outside_customer_service_returns_personal_data(client):
     """Identifiers live in customer_identities, read only by customer service: every other department's
     query, run on the fixture plus personal data, returns no email, phone or handle."""

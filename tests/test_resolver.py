@@ -105,3 +105,37 @@ def test_the_best_customer_segment_kept_in_memory_matches_every_profile_after_me
     reread = Resolver(settings, store).profiles.segment()
     assert kept == reread
     assert len(kept) == 4                         # six customers, two merged into one, one forgotten
+
+
+def anonymous_receipt(number: int, amount_minor: int) -> dict:
+    """A till receipt without a card: its only identifier is the shared store terminal, which never matches."""
+    return {"event_id": f"r-{number}", "source_id": f"R-{number}", "channel": "store", "event_type": "receipt",
+            "occurred_at": 1_700_000_000_000, "total_minor": amount_minor, "currency": "EUR",
+            "identifiers": [{"kind": "store_terminal", "value": "PARIS-01", "platform": None}], "attributes": {}, "lines": []}
+
+
+def test_an_event_naming_nobody_is_nobodys_no_profile_and_no_place_in_the_best_customer_threshold(tmp_path):
+    settings = load_settings(None, data_dir=tmp_path, identity={"best_customer_share": 0.5})
+    store = StateStore(tmp_path / "state")
+    resolver = Resolver(settings, store)
+    timeline = codec("timeline_event").decode
+    out = Outputs()
+    for customer in range(2):                       # two known buyers: 100.00 and 200.00
+        resolver.event(order(customer, (customer + 1) * 10_000), out)
+    for number in range(6):                         # six anonymous receipts, each larger than both
+        resolver.event(anonymous_receipt(number, 50_000), out)
+    first = [send for send in out.sends if send.topic == resolver.topics.customer_timeline]
+    assert len(published_profiles(resolver, out)) == 2     # the buyers' profiles, none for the receipts
+    anonymous = {send.key: timeline(send.value)["customer_id"] for send in first[2:]}
+    assert anonymous == {f"r-{n}".encode(): "" for n in range(6)}   # keyed by the event: spread over partitions
+    store.apply(store.take_delta(), 1)
+
+    out = Outputs()
+    resolver.update_best_threshold(out)             # the top half of the two buyers, not of eight "customers"
+    assert resolver.best_threshold == 20_000
+    assert [p["online_revenue_minor"] for p in published_profiles(resolver, out).values()] == [20_000]
+
+    out = Outputs()                                 # a redelivery: the same record again, still no profile
+    resolver.event(anonymous_receipt(3, 50_000), out)
+    again = resolver.finish(out).sends
+    assert [(s.topic, s.key, s.value) for s in again] == [(s.topic, s.key, s.value) for s in first[5:6]]

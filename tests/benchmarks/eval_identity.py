@@ -36,7 +36,8 @@ def pairwise(assignments: dict[str, str], truth: dict[str, str]) -> tuple[float,
     cells: Counter = Counter()
     for event_id, person in truth.items():
         if person and event_id in assignments:
-            cells[assignments[event_id], person] += 1
+            # an event resolved to nobody (customer id '') is alone: a known person's events missed, not joined
+            cells[assignments[event_id] or f"event:{event_id}", person] += 1
     predicted, actual = Counter(), Counter()
     for (customer, person), n in cells.items():
         predicted[customer] += n

@@ -1,8 +1,10 @@
 -- Finance: revenue online and in store of the customers who bought on both, and of everyone.
--- From the per-customer rollup (customer_activity: each event once), under the ids customers resolve to now.
+-- From the per-customer rollup (customer_activity: each event once), under the ids customers resolve to now;
+-- sales that name nobody (customer id '': a receipt without a card) are a row of their own, of no customers.
 SELECT
-    if(online > 0 AND store > 0, 'bought online and in store', if(online > 0, 'online only', 'store only')) AS customers,
-    count() AS how_many,
+    multiIf(customer_id = '', 'no known customer', online > 0 AND store > 0, 'bought online and in store',
+            online > 0, 'online only', 'store only') AS customers,
+    countIf(customer_id != '') AS how_many,
     toDecimal128(sum(online), 2) / 100 AS online_revenue,
     toDecimal128(sum(store), 2) / 100 AS store_revenue
 FROM (

@@ -1,10 +1,12 @@
 -- Shared KPIs every department reads, so the numbers agree: revenue, orders, traffic (app sessions), conversion rate, customers, re-purchase rate, peak load.
 -- Totals and the peak minute from the per-minute rollup; buying customers from the per-customer rollup, under
--- the ids they resolve to now (merges re-key them). Both hold each event once, whatever the replays.
+-- the ids they resolve to now (merges re-key them); a sale that names nobody (customer id '') is revenue from no
+-- known customer. Both hold each event once, whatever the replays.
 SELECT
     revenue, orders, traffic, conversion_rate,
     (SELECT uniqExact(if(m.current_id = '', a.customer_id, m.current_id))
-     FROM (SELECT DISTINCT customer_id FROM customer_activity WHERE event_type IN ('order', 'receipt')) AS a
+     FROM (SELECT DISTINCT customer_id FROM customer_activity
+           WHERE event_type IN ('order', 'receipt') AND customer_id != '') AS a
      LEFT JOIN current_ids AS m
          ON a.customer_id = m.customer_id) AS buying_customers,
     (SELECT round(countIf(repurchased = 1) / count(), 4) FROM customer_profiles FINAL

@@ -7,6 +7,7 @@ SELECT
 FROM support_contacts AS d
 LEFT JOIN current_ids AS m
     ON d.customer_id = m.customer_id
+WHERE d.customer_id != ''   -- contacts that name nobody are nobody's
 GROUP BY customer_id
 HAVING length(contact_channels) > 1
 ORDER BY tickets DESC, customer_id
