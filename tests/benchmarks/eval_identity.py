@@ -170,7 +170,7 @@ def main() -> int:
     traps = trap_merges(events, assignments, truth)
     known = sum(1 for e in truth.values() if e)
     print(f"identity resolution {how}: {len(events):,} events ({known:,} with a known person) of "
-          f"{args.customers:,} people in {seconds:.1f} s; {len(set(assignments.values())):,} customer ids")
+          f"{args.customers:,} people in {seconds:.1f} s; {len(set(assignments.values()) - {''}):,} customer ids")
     print(f"  pairwise precision {precision:.4f}   recall {recall:.4f}")
     print(f"  customers mixing several people: {len(impure)}; joined through a shared store terminal or a "
           f"placeholder value: {len(traps)}")
