@@ -40,8 +40,9 @@ KAFKA_MURMUR2_SEED = 0x9747B28C   # org.apache.kafka.common.utils.Utils.murmur2'
 def key_partition(key: bytes, partitions: Sequence[int]) -> int:
     """The partition Kafka's default partitioner gives a key (the Java client's murmur2, as aiokafka's
     DefaultPartitioner computes it), so keyed topics stay co-partitioned with any other client's: murmurhash2's C
-    where aiokafka's murmur2 is pure Python, 0.59 against 11.03 us a key (tests/benchmarks/bench_partitioner.py;
-    a connector sends every record keyed)."""
+    where aiokafka's murmur2 is pure Python, 0.59 against 11.03 us a key (tests/benchmarks/bench_partitioner.py).
+    Per record, for producers that send records one by one; the connectors and the worker choose their
+    batches' partitions with key_partitions."""
     return partitions[(murmurhash2.murmurhash2(key, KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % len(partitions)]
 
 
@@ -52,7 +53,8 @@ GIL_KEPT_ROWS = 500   # numpy keeps the GIL through an operation on at most this
 def key_partitions(keys: Sequence[bytes], partitions: Sequence[int]) -> list[int]:
     """key_partition() of many keys at once, with numpy over the keys of each length. murmurhash2 releases the GIL
     at every call, and so does numpy on arrays of more than 500 elements: alone that costs nothing, but in the
-    worker, whose resolving thread wants the GIL all the time, each release is a wait to take it back
+    worker, whose resolving thread wants the GIL all the time, and in a connector beside the hub's sink, each
+    release is a wait to take it back
     (tests/benchmarks/bench_partitioner.py: 0.22 us a key alone, 66 to 90 beside a busy thread). In slices of 500 keys
     numpy never lets go of it."""
     hashes = np.empty(len(keys), dtype=np.uint32)

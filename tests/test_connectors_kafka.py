@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from aiokafka.partitioner import DefaultPartitioner
 
 from connectors.mapping import MappingError
 from connectors.runtime import ID_HEADER, Connector, run_connector, sample_records
@@ -54,6 +55,10 @@ def test_file_connector_delivers_valid_records_once_and_dead_letters_the_rest(se
     assert sorted(channel_codec.decode(r.value)["source_id"] for r in on_topic) == \
         sorted(event["source_id"] for _, event, reason in expected if reason is None)
     assert len(set(ids(on_topic))) == len(on_topic)
+    # each keyed record where Kafka's default partitioner puts its key, though the connector hashes a batch at once
+    count = settings.topics.partitions
+    assert [r.partition for r in on_topic] == [DefaultPartitioner()(r.key, list(range(count)), list(range(count)))
+                                               for r in on_topic] and all(r.key for r in on_topic)
 
     letters = topic_records(settings, settings.topics.dead_letters, connector=connector.config.name)
     decoded = {codec("dead_letter").decode(r.value)["position"]: codec("dead_letter").decode(r.value) for r in letters}
