@@ -29,7 +29,7 @@ from connectors.privacy import EdgeSealer
 from connectors.sources import (HEAD_BYTES, Position, PositionStore, SourceRecord, file_format, head_digest, read_csv,
                                 read_json_document, read_jsonl)
 from infra.progress import progress_bar
-from infra.kafka import broker_id, consumer_config, ensure_topics, key_partitions, producer_config
+from infra.kafka import broker_id, consumer_config, ensure_topics, producer_config, topic_key_partitions
 from infra.settings import Settings
 from infra.vault import KeyConflict
 from schemas.models import dead_letter
@@ -198,19 +198,12 @@ class Connector:
 
     async def _key_partitions(self, prepared: list[tuple]) -> list[int | None]:
         """Each keyed record's partition, as the producer's partitioner would choose it, hashed for all the keys
-        of a topic at once (infra.kafka.key_partitions); None (the partitioner's choice) for a keyless one.
+        of a topic at once (infra.kafka.topic_key_partitions); None (the partitioner's choice) for a keyless one.
         The partitioner's hash releases the GIL at every key, and a connector inside the hub's process (the
         webhook, `omnihub run --connector`) then waits for the sink's thread to give it back, key after key."""
-        chosen: list[int | None] = [None] * len(prepared)
-        keyed: dict[str, list[int]] = {}   # topic -> indexes of its keyed records
-        for index, (_, topic, key, _, _) in enumerate(prepared):
-            if key is not None:
-                keyed.setdefault(topic, []).append(index)
-        for topic, indexes in keyed.items():
-            partitions = sorted(await self.producer.partitions_for(topic))
-            for index, partition in zip(indexes, key_partitions([prepared[i][2] for i in indexes], partitions)):
-                chosen[index] = partition
-        return chosen
+        topics = {topic for _, topic, key, _, _ in prepared if key is not None}
+        partitions = {topic: sorted(await self.producer.partitions_for(topic)) for topic in topics}
+        return topic_key_partitions([(topic, key) for _, topic, key, _, _ in prepared], partitions)
 
     def _prepare(self, record: SourceRecord, source: str, by_content: bool) -> tuple:
         """(outcome without its future, topic, key, value, headers) of one record."""

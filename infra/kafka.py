@@ -9,7 +9,7 @@ import asyncio
 import logging
 import random
 import re
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import murmurhash2
 import numpy as np
@@ -69,6 +69,20 @@ def key_partitions(keys: Sequence[bytes], partitions: Sequence[int]) -> list[int
                                         .reshape(len(rows), length))
     chosen = (hashes & np.uint32(0x7FFFFFFF)) % np.uint32(len(partitions))
     return [partitions[i] for i in chosen.tolist()]
+
+
+def topic_key_partitions(records: Sequence[tuple[str, bytes | None]], partitions: Mapping[str, Sequence[int]]) -> list[int | None]:
+    """The partition of each (topic, key) a batch sends, with key_partitions over each topic's keys at once; None
+    for a keyless record (the caller's choice)."""
+    chosen: list[int | None] = [None] * len(records)
+    keyed: dict[str, list[int]] = {}   # topic -> indexes of its keyed records
+    for index, (topic, key) in enumerate(records):
+        if key is not None:
+            keyed.setdefault(topic, []).append(index)
+    for topic, indexes in keyed.items():
+        for index, partition in zip(indexes, key_partitions([records[i][1] for i in indexes], partitions[topic])):
+            chosen[index] = partition
+    return chosen
 
 
 def _murmur2(data: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ from typing import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 
-from infra.kafka import key_partitions
+from infra.kafka import topic_key_partitions
 from streams.resolver import Send
 from streams.state_store import StateStore
 
@@ -148,20 +148,14 @@ class Checkpoint:
 
     async def _choose_partitions(self, sends: list[Send]) -> list[int]:
         """Each record's partition: a key's is the default partitioner's (Kafka's murmur2), as a plain send would
-        choose it, hashed for all the keys of a topic at once (infra.kafka.key_partitions); keyless records in turn."""
-        chosen = [0] * len(sends)
-        keyed: dict[str, list[int]] = {}   # topic -> indexes of its keyed records
-        for index, (topic, key, _, _) in enumerate(sends):
-            partitions = self._partitions.get(topic)
-            if partitions is None:   # once per topic
-                partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-            if key is None:
+        choose it, hashed for all the keys of a topic at once (infra.kafka.topic_key_partitions); keyless records in turn."""
+        for topic in {send.topic for send in sends} - self._partitions.keys():   # once per topic
+            self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+        chosen = topic_key_partitions([(send.topic, send.key) for send in sends], self._partitions)
+        for index, send in enumerate(sends):
+            if chosen[index] is None:   # keyless
+                partitions = self._partitions[send.topic]
                 chosen[index] = partitions[index % len(partitions)]
-            else:
-                keyed.setdefault(topic, []).append(index)
-        for topic, indexes in keyed.items():
-            for index, partition in zip(indexes, key_partitions([sends[i][1] for i in indexes], self._partitions[topic])):
-                chosen[index] = partition
         return chosen
 
     @staticmethod
