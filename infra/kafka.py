@@ -71,14 +71,20 @@ def key_partitions(keys: Sequence[bytes], partitions: Sequence[int]) -> list[int
     return [partitions[i] for i in chosen.tolist()]
 
 
-def topic_key_partitions(records: Sequence[tuple[str, bytes | None]], partitions: Mapping[str, Sequence[int]]) -> list[int | None]:
-    """The partition of each (topic, key) a batch sends, with key_partitions over each topic's keys at once; None
-    for a keyless record (the caller's choice)."""
+def topic_key_partitions(records: Sequence[Sequence], partitions: Mapping[str, Sequence[int]],
+                         spread_keyless: bool = False) -> list[int | None]:
+    """The partition of each record a batch sends, given as (topic, key, ...): a keyed one's with key_partitions
+    over each topic's keys at once; a keyless one's None (the producer's choice), or with spread_keyless its
+    topic's partitions in turn (by its index). One pass over the records: the worker calls it for every batch."""
     chosen: list[int | None] = [None] * len(records)
     keyed: dict[str, list[int]] = {}   # topic -> indexes of its keyed records
-    for index, (topic, key) in enumerate(records):
-        if key is not None:
+    for index, record in enumerate(records):
+        topic = record[0]
+        if record[1] is not None:
             keyed.setdefault(topic, []).append(index)
+        elif spread_keyless:
+            spread = partitions[topic]
+            chosen[index] = spread[index % len(spread)]
     for topic, indexes in keyed.items():
         for index, partition in zip(indexes, key_partitions([records[i][1] for i in indexes], partitions[topic])):
             chosen[index] = partition

@@ -151,12 +151,7 @@ class Checkpoint:
         choose it, hashed for all the keys of a topic at once (infra.kafka.topic_key_partitions); keyless records in turn."""
         for topic in {send.topic for send in sends} - self._partitions.keys():   # once per topic
             self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        chosen = topic_key_partitions([(send.topic, send.key) for send in sends], self._partitions)
-        for index, send in enumerate(sends):
-            if chosen[index] is None:   # keyless
-                partitions = self._partitions[send.topic]
-                chosen[index] = partitions[index % len(partitions)]
-        return chosen
+        return topic_key_partitions(sends, self._partitions, spread_keyless=True)
 
     @staticmethod
     def _crash_point(step: str) -> None:
