@@ -1,9 +1,9 @@
 """Benchmark (not a test): the cost of choosing a keyed record's partition, on the same keys in one run:
 aiokafka's default partitioner (its pure-Python murmur2), infra.kafka.key_partition (the same hash in C,
-murmurhash2, a call a key: every connector record is sent keyed) and infra.kafka.key_partitions (numpy over a
-batch of keys: the worker's batches). Each alone, then beside a thread that wants the GIL all the time, as the
-worker's resolving thread does while its event loop publishes: murmurhash2 releases the GIL at every call and
-must then wait to take it back.
+murmurhash2, a call a key: the producers' partitioner) and infra.kafka.key_partitions (numpy over a batch of
+keys: the worker's batches and the connectors'). Each alone, then beside a thread that wants the GIL all the
+time, as the worker's resolving thread does while its event loop publishes: murmurhash2 releases the GIL at
+every call and must then wait to take it back.
 
     python tests/benchmarks/bench_partitioner.py [--keys 100000] [--batch 16000]
 """
