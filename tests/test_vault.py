@@ -110,3 +110,18 @@ def test_a_batch_that_creates_no_key_takes_no_lock(tmp_path):
         assert seals_without_waiting(connector, "email:t9", "x"), "a connector waited for a batch that created no key"
         created = worker.seal("customer:c1", "details")    # its first new key: from now on, one writer
     assert connector.open(created) == b"details"
+
+
+def test_tokens_and_sealed_bytes_are_those_of_hmac_sha256_as_before(tmp_path):
+    """The vault hashes with infra.vault.hmac_sha256 (it keeps the GIL); tokens and sealed values must stay the
+    bytes hmac.digest gave, or every token already in topics and state would name somebody else."""
+    import hmac
+
+    vault = Vault(tmp_path / "vault.sqlite")
+    assert vault.token("email:alice@x.com") == hmac.digest(vault.secret, b"email:alice@x.com", "sha256").hex()[:32]
+    sealed = vault.seal("email:t1", "email:alice@x.com")
+    key = vault._key("email:t1", create=False)
+    assert sealed[3 + len("email:t1"):15 + len("email:t1")] == hmac.digest(key, b"email:alice@x.com", "sha256")[:12]
+    envelope = vault.seal_for(["email:t1"], "details")
+    data_key = hmac.digest(vault.secret, b"data-key|details", "sha256")
+    assert vault.open(envelope[2 + 1 + 2:2 + 1 + 2 + int.from_bytes(envelope[3:5], "big")]) == data_key
