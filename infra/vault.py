@@ -34,10 +34,10 @@ CACHE_CHECK_SECONDS = 0.5    # how stale a process's cached keys may be after an
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    """HMAC-SHA256, holding the GIL: hmac.digest() releases it at every call, and beside a thread running Python
-    (the hub's sink beside its webhook connector, a worker's event loop beside its resolution) each call then
-    waits for it back, 0.5 ms on average (tests/benchmarks/bench_vault.py). This keeps it for data under 2 KB
-    (hashlib's threshold), and costs less alone too."""
+    """HMAC-SHA256 that keeps the GIL (for data under 2 KB, hashlib's threshold): hmac.digest() releases it at every
+    call, and beside a thread that runs Python all the time each call then waited 1 to 4 ms to take it back
+    (tests/benchmarks/bench_vault.py). The hub's process runs its webhook connectors beside the sink's threads; at
+    2,000 sessions/s bench_latency.py measured no difference either way, so this is a guard, not a speed-up."""
     return hmac.new(key, data, "sha256").digest()
 
 

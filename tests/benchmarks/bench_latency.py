@@ -112,12 +112,15 @@ async def run(settings, rate: int, seconds: float) -> None:
         connector.config.source.port = 0
         webhook = await Webhook(connector).start()
         accepted_at: dict[str, int] = {}
+        answer_seconds: list[float] = []   # each POST's round trip: what a client waits for the webhook's answer
         async with aiohttp.ClientSession() as client:
             async def post(first: int, count: int) -> None:
                 body = [session(n) for n in range(first, first + count)]
+                posted = time.perf_counter()
                 async with client.post(webhook.address, json=body) as answer:
                     if answer.status >= 300:
                         raise RuntimeError(f"webhook answered {answer.status}: {await answer.text()}")
+                answer_seconds.append(time.perf_counter() - posted)
                 now = int(time.time() * 1000)
                 for record in body:
                     accepted_at[record["session_id"]] = now
@@ -127,6 +130,7 @@ async def run(settings, rate: int, seconds: float) -> None:
             while len(await stored(hub, "lat-")) < 10:
                 await asyncio.sleep(0.5)
             accepted_at.clear()
+            answer_seconds.clear()
             groups = [resolution_group(settings), settings.sink.group_id]
             lags: list[dict] = []
             stop = asyncio.Event()
@@ -157,6 +161,8 @@ async def run(settings, rate: int, seconds: float) -> None:
           f"(asked {rate:,}/s); {missing:,} not queryable 120 s after the end")
     print(f"  p50 {percentile(latencies, 0.5):.2f} s   p90 {percentile(latencies, 0.9):.2f} s   "
           f"p99 {percentile(latencies, 0.99):.2f} s   max {max(latencies):.2f} s   (target p99 < 2 s)")
+    print(f"  the webhook's answer to a POST of {max(1, int(rate * TICK)):,} sessions: p50 {percentile(answer_seconds, 0.5) * 1000:.0f} ms   "
+          f"p99 {percentile(answer_seconds, 0.99) * 1000:.0f} ms   max {max(answer_seconds) * 1000:.0f} ms ({len(answer_seconds):,} POSTs)")
     for group in groups:
         values = [sample.get(group, 0) for sample in lags]
         print(f"  lag of {group}, sampled every second until all was queryable ({len(values)} samples): median {statistics.median(values):,.0f}  "
