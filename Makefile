@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_recovery.py
 	$(PY) tests/benchmarks/bench_state_reads.py
 	$(PY) tests/benchmarks/bench_partitioner.py
+	$(PY) tests/benchmarks/bench_vault.py
 	$(PY) tests/benchmarks/bench_resolver.py
 	$(PY) tests/benchmarks/bench_sink.py
 	$(PY) tests/benchmarks/bench_timeline_growth.py --batch-rows 15000
