@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import subprocess
 import sys
 import threading
@@ -115,8 +116,6 @@ def test_a_batch_that_creates_no_key_takes_no_lock(tmp_path):
 def test_tokens_and_sealed_bytes_are_those_of_hmac_sha256_as_before(tmp_path):
     """The vault hashes with infra.vault.hmac_sha256 (it keeps the GIL); tokens and sealed values must stay the
     bytes hmac.digest gave, or every token already in topics and state would name somebody else."""
-    import hmac
-
     vault = Vault(tmp_path / "vault.sqlite")
     assert vault.token("email:alice@x.com") == hmac.digest(vault.secret, b"email:alice@x.com", "sha256").hex()[:32]
     sealed = vault.seal("email:t1", "email:alice@x.com")
