@@ -55,3 +55,23 @@ def test_a_child_is_counted_under_the_role_of_what_it_executes():
     roles = usage.by_role()
     assert used - SAMPLE_SECONDS - 0.05 <= roles.get("broker", 0.0) <= used + 0.05
     assert roles.get("other", 0.0) < 0.2   # the shell's own moment
+
+
+def test_a_mark_splits_the_count_into_before_and_after():
+    """bench_end_to_end splits its count when the connectors are done: what a child used before the mark is
+    counted before it, and what it used after, after it."""
+    with CpuUsage("this process") as usage:
+        first = burn(1.0)
+        used_before = reap(first)
+        usage.mark("the first child was done")
+        second = subprocess.Popen(["sh", "-c", f'exec "$PY" -c "$CODE" "tansu"'],
+                                  env={**os.environ, "PY": sys.executable, "CODE": BURN.format(seconds=1.0)})
+        used_after = reap(second)
+    summary = usage.summary()
+    assert "until the first child was done" in summary
+    until, after = summary.splitlines()[1:]
+    assert "broker" not in until and "broker" in after
+    counted_before = float(until.split("other ")[1].split(",")[0].split(";")[0])
+    assert used_before - SAMPLE_SECONDS - 0.05 <= counted_before <= used_before + 0.05
+    counted_after = float(after.split("broker ")[1].split(",")[0].split(";")[0])
+    assert used_after - SAMPLE_SECONDS - 0.05 <= counted_after <= used_after + 0.05

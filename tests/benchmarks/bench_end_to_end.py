@@ -37,6 +37,8 @@ from tests.benchmarks.cpu_usage import CpuUsage  # noqa: E402
 from tests.benchmarks.scratch import scratch_directory  # noqa: E402
 
 PASSTHROUGH_TOPIC = "noop-timeline"
+# CPU is counted apart until then and after: after it, what is left is the stages behind the connectors catching up
+CONNECTORS_DONE = "the connectors were done"
 
 
 async def load(settings, bootstrap: str, folder: Path, logs: Path) -> tuple[int, float]:
@@ -69,6 +71,8 @@ async def omnihub(settings, folder: Path, expected: int, timeout: float) -> dict
         with CpuUsage("this process (hub: sink, ClickHouse)") as usage:
             while True:
                 await asyncio.sleep(1.0)
+                if loader.done() and usage.mark_label is None:
+                    usage.mark(CONNECTORS_DONE)
                 # count() is read from the parts' metadata; uniqExact reads every event id (150 ms of CPU at 1M
                 # rows, every second, in the hub's process): asked only once the rows may all be there. A
                 # redelivered event is a second row until ClickHouse merges it, so only the exact count says the
@@ -105,6 +109,8 @@ async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: fl
             bar = progress_bar(expected, "through the no-op pipeline", unit="events")
             with CpuUsage("this process (discarding sink)") as usage:
                 while discarded < expected or not loader.done():
+                    if loader.done() and usage.mark_label is None:
+                        usage.mark(CONNECTORS_DONE)
                     if stage.poll() is not None:
                         raise RuntimeError(f"the pass-through stage exited; see {workdir / 'logs' / 'passthrough.log'}")
                     if time.perf_counter() - started > timeout:

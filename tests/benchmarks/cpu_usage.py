@@ -50,6 +50,9 @@ class CpuUsage:
         self.roles: dict[int, str] = {}
         self._before: dict[int, float] = {}   # what processes already running had used at the start
         self._stop = threading.Event()
+        self._lock = threading.Lock()   # the sampling thread adds pids while mark() reads them
+        self._mark: tuple[str, dict[str, float], float] | None = None
+        self.mark_label: str | None = None
         self._thread = threading.Thread(target=self._run, name="cpu-usage", daemon=True)
 
     def start(self) -> "CpuUsage":
@@ -76,6 +79,13 @@ class CpuUsage:
         while not self._stop.wait(SAMPLE_SECONDS):
             self._sample()
 
+    def mark(self, label: str) -> None:
+        """Split the count here (once): summary() then also says how many cores were busy before and after, e.g.
+        while the connectors ran, and after, when what is left is the stages behind them catching up."""
+        self._sample()
+        self.mark_label = label
+        self._mark = (label, self._totals(time.process_time() - self._own_started), time.monotonic() - self._wall_started)
+
     def _sample(self) -> None:
         processes = _processes()
         children: dict[int, list[int]] = defaultdict(list)
@@ -88,20 +98,38 @@ class CpuUsage:
             if self.roles.get(pid, "other") == "other":
                 # Read again until known: between its fork and its exec a child still shows its parent's command
                 # line (a connector once counted 71.6 CPU seconds as "other")
-                self.roles[pid] = _role(pid)
-            self.seconds[pid] = processes[pid][1] - self._before.get(pid, 0.0)
+                with self._lock:
+                    self.roles[pid] = _role(pid)
+            with self._lock:
+                self.seconds[pid] = processes[pid][1] - self._before.get(pid, 0.0)
+
+    def _totals(self, own_seconds: float) -> dict[str, float]:
+        totals: dict[str, float] = defaultdict(float)
+        totals[self.own_name] = own_seconds
+        with self._lock:
+            for pid, seconds in self.seconds.items():
+                totals[self.roles[pid]] += seconds
+        return totals
 
     def by_role(self) -> dict[str, float]:
-        totals: dict[str, float] = defaultdict(float)
-        totals[self.own_name] = self.own_seconds
-        for pid, seconds in self.seconds.items():
-            totals[self.roles[pid]] += seconds
-        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+        return dict(sorted(self._totals(self.own_seconds).items(), key=lambda item: -item[1]))
 
     def summary(self) -> str:
-        """One line: CPU seconds by role, their sum, and how many cores that kept busy."""
+        """CPU seconds by role, their sum, and how many cores that kept busy; after a mark(), two more lines: the
+        same before it and after it."""
         totals = self.by_role()
-        everything = sum(totals.values())
-        return (", ".join(f"{name} {seconds:.1f}" for name, seconds in totals.items() if seconds >= 0.05)
-                + f"; {everything:.1f} in all over {self.wall_seconds:.1f} s: {everything / self.wall_seconds:.2f} "
-                  f"of {os.cpu_count()} cores busy")
+        line = _describe(totals, self.wall_seconds)
+        if self._mark is None:
+            return line
+        label, at_mark, mark_wall = self._mark
+        after = {name: seconds - at_mark.get(name, 0.0) for name, seconds in totals.items()}
+        return (line + f"\n      until {label} ({mark_wall:.1f} s): {_describe(at_mark, mark_wall)}"
+                f"\n      after it ({self.wall_seconds - mark_wall:.1f} s): {_describe(after, self.wall_seconds - mark_wall)}")
+
+
+def _describe(totals: dict[str, float], wall_seconds: float) -> str:
+    everything = sum(totals.values())
+    ordered = sorted(totals.items(), key=lambda item: -item[1])
+    return (", ".join(f"{name} {seconds:.1f}" for name, seconds in ordered if seconds >= 0.05)
+            + f"; {everything:.1f} in all over {wall_seconds:.1f} s: {everything / max(wall_seconds, 1e-9):.2f} "
+              f"of {os.cpu_count()} cores busy")
