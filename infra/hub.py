@@ -47,8 +47,14 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":
+        # Its own session, as the broker's: a terminal's Ctrl-C stays away (the hub stops it in order), and on
+        # Linux, which schedules each session as one group (autogroup), the worker gets a fair share of the CPU
+        # as a group instead of one thread's among the connectors' and the sink's. It is the one stage that
+        # cannot spread over cores (one writer of the graph, one GIL): with it in the hub's group, a load
+        # starved it while the connectors ran, and it resolved the backlog alone after them, one core idle
+        # (bench_end_to_end.py prints the cores busy until the connectors are done and after).
         self.process = spawn([sys.executable, "-m", "infra.cli", "worker"], self.log_file,
-                             env=child_environment(self.settings, self.bootstrap))
+                             env=child_environment(self.settings, self.bootstrap), new_session=True)
         return self
 
     def kill(self) -> None:

@@ -233,6 +233,8 @@ def test_crashed_children_are_restarted_and_one_that_keeps_failing_stops_the_hub
         async with Hub(own, policy=RestartPolicy(max_restarts=2, window_seconds=120, backoff_initial=0.2)) as hub:
             children = {child.state.name: child for child in hub.supervisor.children}
             assert set(children) == {"object-store", "broker", "worker"}
+            # each in a session of its own: Linux schedules the worker as a group, not as one of the hub's threads
+            assert all(os.getsid(child.process.pid) == child.process.pid != os.getsid(0) for child in children.values())
             children["worker"].process.kill()
             children["broker"].process.kill()
             await wait_until(lambda: all(c.state.restarts == 1 and c.state.state == "running"

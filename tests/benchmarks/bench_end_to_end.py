@@ -99,7 +99,8 @@ async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: fl
                       settings.topics.partitions, 1)
         stage = spawn([sys.executable, "-m", "tests.benchmarks.passthrough", bootstrap, settings.topics.channel_pattern,
                        PASSTHROUGH_TOPIC, "bench-passthrough"], workdir / "logs" / "passthrough.log",
-                      env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                      env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+                      new_session=True)   # in its own scheduling group, as the hub starts the worker
         consumer = AIOKafkaConsumer(PASSTHROUGH_TOPIC, **consumer_config(settings, bootstrap, "bench-discard"))
         await consumer.start()
         try:
