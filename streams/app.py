@@ -60,9 +60,11 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX_EVENTS = 10_000     # resolved in a thread, but commands wait for it: about a second
 BATCH_WAIT_MS = 50            # how long a poll waits for a batch to fill when the topics are quiet
-# A load: a poll that returned this many events (at 2,000 events/s a poll holds a few hundred). The batch then
-# keeps gathering for up to LOAD_BATCH_SECONDS (read_batch).
-LOAD_POLL_EVENTS = 1_000
+# A load: a poll that returned this many events. The batch then keeps gathering for up to LOAD_BATCH_SECONDS
+# (read_batch). At 2,000 events/s through the webhook (POSTs of 500) a poll holds up to about 600: with 1,000
+# the gathering began there too and p99 acceptance -> queryable went from 1.04-1.08 s to 1.48-1.56 s
+# (bench_latency.py --seconds 60, two runs each); with 2,500, 1.05 s.
+LOAD_POLL_EVENTS = 2_500
 LOAD_BATCH_SECONDS = 0.5
 TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
 FAUST_SESSION_TIMEOUT_MS = 3000
