@@ -10,7 +10,8 @@ graph (streams/identity.py, state in streams/state_store.py), folds it into the 
   for an id merged away.
 
 Which part leaves Faust's per-event stream path, and why: channel events are read by a Faust task
-(`resolve_channel_events`) driving an aiokafka consumer in batches of up to BATCH_MAX_EVENTS. It takes
+(`resolve_channel_events`) driving an aiokafka consumer in batches of up to BATCH_MAX_EVENTS (read_batch: under
+a load, gathered for up to LOAD_BATCH_SECONDS). It takes
 every partition of the topics matching topics.channel_pattern itself (looked up again every
 TOPIC_REFRESH_SECONDS, so a new channel is read without a restart) instead of joining a consumer group:
 there is one resolution worker by design, and a group join costs 3 s of every start on tansu. Offsets are
