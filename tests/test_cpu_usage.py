@@ -64,7 +64,7 @@ def test_a_mark_splits_the_count_into_before_and_after():
         first = burn(1.0)
         used_before = reap(first)
         usage.mark("the first child was done")
-        second = subprocess.Popen(["sh", "-c", f'exec "$PY" -c "$CODE" "tansu"'],
+        second = subprocess.Popen(["sh", "-c", 'exec "$PY" -c "$CODE" "tansu"'],
                                   env={**os.environ, "PY": sys.executable, "CODE": BURN.format(seconds=1.0)})
         used_after = reap(second)
     summary = usage.summary()
