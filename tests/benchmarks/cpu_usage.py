@@ -52,7 +52,6 @@ class CpuUsage:
         self._stop = threading.Event()
         self._lock = threading.Lock()   # the sampling thread adds pids while mark() reads them
         self._mark: tuple[str, dict[str, float], float] | None = None
-        self.mark_label: str | None = None
         self._thread = threading.Thread(target=self._run, name="cpu-usage", daemon=True)
 
     def start(self) -> "CpuUsage":
@@ -83,8 +82,11 @@ class CpuUsage:
         """Split the count here (once): summary() then also says how many cores were busy before and after, e.g.
         while the connectors ran, and after, when what is left is the stages behind them catching up."""
         self._sample()
-        self.mark_label = label
         self._mark = (label, self._totals(time.process_time() - self._own_started), time.monotonic() - self._wall_started)
+
+    @property
+    def mark_label(self) -> str | None:
+        return self._mark[0] if self._mark else None
 
     def _sample(self) -> None:
         processes = _processes()
@@ -92,15 +94,14 @@ class CpuUsage:
         for pid, (parent, _) in processes.items():
             children[parent].append(pid)
         pending = list(children[os.getpid()])
-        while pending:
-            pid = pending.pop()
-            pending.extend(children[pid])
-            if self.roles.get(pid, "other") == "other":
-                # Read again until known: between its fork and its exec a child still shows its parent's command
-                # line (a connector once counted 71.6 CPU seconds as "other")
-                with self._lock:
+        with self._lock:
+            while pending:
+                pid = pending.pop()
+                pending.extend(children[pid])
+                if self.roles.get(pid, "other") == "other":
+                    # Read again until known: between its fork and its exec a child still shows its parent's
+                    # command line (a connector once counted 71.6 CPU seconds as "other")
                     self.roles[pid] = _role(pid)
-            with self._lock:
                 self.seconds[pid] = processes[pid][1] - self._before.get(pid, 0.0)
 
     def _totals(self, own_seconds: float) -> dict[str, float]:
