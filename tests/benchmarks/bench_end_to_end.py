@@ -121,6 +121,8 @@ async def noop(settings, folder: Path, workdir: Path, expected: int, timeout: fl
                     bar.update(min(discarded, expected) - bar.n)
                     if batch:
                         await consumer.commit()
+                if usage.mark_label is None:   # the connectors ended during the last poll, with nothing left behind
+                    usage.mark(CONNECTORS_DONE)
             bar.close()
             accepted, load_seconds = loader.result()
             return {"events": accepted, "seconds": time.perf_counter() - started, "load_seconds": load_seconds,
