@@ -131,6 +131,7 @@ class ClickHouseSink:
         self.profile_codec = codec("customer_profile", registry, settings.topics.customer_profiles, timestamps_as_millis=True)
         self.erasure_codec = codec("customer_erasure", registry, settings.topics.customer_erasures)
         self.vault = open_vault(settings)  # opens what the worker sealed; a forgotten person's data no longer opens
+        self.vault.read_ahead = True        # it opens nearly every key's data: keys are read in bulk (infra/vault.py)
         # customer id -> hash of the identifiers its customer_identities row was last built from, in this
         # process: a profile is published at nearly every event of its customer and its identifiers rarely
         # change; each profile meant opening them all again (AES, 3% of the sink in py-spy) and one more row

@@ -24,9 +24,11 @@ def test_tokens_are_keyed_and_the_same_in_every_process(tmp_path):
     assert Vault(tmp_path / "another.sqlite").token("phone:+33612345678") != token  # another hub, another secret
 
 
-def test_sealed_values_open_until_their_key_is_destroyed_in_any_process(tmp_path, monkeypatch):
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_sealed_values_open_until_their_key_is_destroyed_in_any_process(tmp_path, monkeypatch, read_ahead):
     monkeypatch.setattr(vault_module, "CACHE_CHECK_SECONDS", 0.0)
     worker, sink = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
+    sink.read_ahead = read_ahead
     sealed = worker.seal("email:t1", "email:alice@x.com")
     assert sealed == worker.seal("email:t1", "email:alice@x.com")      # republished byte for byte
     assert b"alice" not in sealed and sink.open(sealed) == b"email:alice@x.com"   # the sink cached the key
@@ -38,6 +40,30 @@ def test_sealed_values_open_until_their_key_is_destroyed_in_any_process(tmp_path
     assert sink.open(again) == b"email:alice@x.com" and sink.open(sealed) is None
     with pytest.raises(ValueError):
         sink.open(b"plain text")
+
+
+def test_a_process_reading_ahead_reads_keys_in_bulk_and_still_opens_every_later_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(vault_module, "READ_AHEAD_ROWS", 100)
+    monkeypatch.setattr(vault_module, "CACHE_CHECK_SECONDS", 3600.0)   # the sink has not noticed destructions yet
+    connector, sink = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
+    sink.read_ahead = True
+    statements: list[str] = []
+    sink._db().set_trace_callback(statements.append)
+    with connector.batch(optimistic=True):
+        sealed = [connector.seal(f"email:t{i}", f"person {i}") for i in range(250)]
+    assert [sink.open(value) for value in sealed] == [f"person {i}".encode() for i in range(250)]
+    reads = [statement for statement in statements if "FROM subject_keys" in statement]
+    assert len(reads) == 3 and all("rowid >" in statement for statement in reads)   # 250 keys in 3 reads, not 250
+    statements.clear()
+    later = [connector.seal(f"email:u{i}", f"later {i}") for i in range(5)]   # stored after the sink's last read
+    assert [sink.open(value) for value in later] == [f"later {i}".encode() for i in range(5)]
+    assert len([statement for statement in statements if "FROM subject_keys" in statement]) == 1
+    # A destroyed key had the highest rowid: SQLite gives it to the next key, below where the sink read up to.
+    rowid = connector._db().execute("SELECT rowid FROM subject_keys WHERE subject = 'email:u4'").fetchone()[0]
+    connector.destroy(["email:u4"])
+    returning = connector.seal("email:v1", "came back")
+    assert connector._db().execute("SELECT rowid FROM subject_keys WHERE subject = 'email:v1'").fetchone()[0] == rowid
+    assert sink.open(returning) == b"came back"
 
 
 def test_a_destroyed_key_leaves_no_copy_in_the_vault_file(tmp_path):
