@@ -131,6 +131,7 @@ class Resolver:
         self.profiles = ProfilesView(views["profiles"])
         self.sealed = views["sealed"]          # identifier token key -> its kind:value sealed under its own key
         self.vault = open_vault(settings)
+        self.vault.read_ahead = True   # it opens what people wrote to the support desk and on social media: keys in bulk
         self.graph = IdentityGraph(identity_rules(settings), views["owners"], views["clusters"], views["aliases"],
                                    views["sightings"], views["events"], views["meta"], views["mentions"],
                                    tokenize=lru_cache(maxsize=500_000)(self.vault.token))
