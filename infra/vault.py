@@ -32,7 +32,7 @@ TOKEN_LENGTH = 32            # hex characters of the HMAC kept (128 bits)
 FIXED_NONCE = bytes(12)
 CACHE_CHECK_SECONDS = 0.5    # how stale a process's cached keys may be after another process destroys some
 READ_AHEAD_ROWS = 50_000     # keys read at once by a process that reads ahead
-READ_AHEAD_MAX_KEYS = 2_000_000   # cached keys beyond which it reads one key at a time again (about 250 bytes each)
+READ_AHEAD_MAX_KEYS = 2_000_000   # cached keys beyond which it reads one key at a time again (about 180 bytes each)
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
