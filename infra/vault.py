@@ -58,10 +58,11 @@ class Vault:
         self._local = threading.local()
         self._keys: dict[str, bytes] = {}
         self._ciphers: dict[bytes, AESGCMSIV] = {}
-        # A process that opens most of what is sealed (the sink) reads keys ahead, in bulk: every key stored
-        # since the last read, in rowid order, rather than one query per missing key (35 us each beside
-        # the writers, bench_sink.py). Rowids only grow (none is reused while no key is destroyed; a
-        # destruction starts the reading over).
+        # A process that opens much of what is sealed (the sink, the worker) reads keys ahead, in bulk: every
+        # key stored since its last read, in rowid order, rather than one query per missing key (17 us of CPU,
+        # up to 35 of wall time, beside the processes writing keys; docs/scaling.md). A destroyed key's rowid
+        # can be given to the next key: a destruction starts the reading over, and a key the read did not
+        # find is still asked for alone.
         self.read_ahead = False
         self._read_up_to = 0   # the subject_keys rowid up to which this process read keys ahead
         db = self._db()
