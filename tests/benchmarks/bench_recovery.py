@@ -3,11 +3,14 @@
     python tests/benchmarks/bench_recovery.py [--identifiers 1000000]
 
 Builds a resolution state of N known identifiers (one customer each) through the worker's own state
-store and changelog on the embedded broker (on disk), then times, from the worker process's start to
-the timeline record of a new event about a known person:
+store and changelog on the embedded broker (on disk), as a live hub holds them: each identifier's key in
+the vault (one SQLite row each) and its value sealed under it in the state. Then times, from the worker
+process's start to the timeline records of two new events about known people, sealed as a connector
+seals them (a web order, and a support ticket, whose text the worker opens with a person's key):
 - a first start (local RocksDB up to date),
 - a restart after kill -9 of the worker,
-- a fresh machine (no local state: the whole changelog is replayed).
+- a fresh machine (no local state: the whole changelog is replayed; the vault stays, as the hub's
+  data folder holds it).
 Prints each, the recovery the worker logged, and the worker's peak memory.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
+from connectors.privacy import EdgeSealer  # noqa: E402
 from infra.broker import EmbeddedBroker  # noqa: E402
 from infra.hub import WorkerProcess  # noqa: E402
 from infra.kafka import broker_id, consumer_config, ensure_topics, producer_config  # noqa: E402
@@ -42,7 +46,8 @@ BATCH = 10_000
 
 
 async def build_state(settings, bootstrap: str, identifiers: int) -> float:
-    """N people, one email each, written as the worker writes its batches; returns seconds."""
+    """N people, one email each, written as the worker writes its batches, each email's key in the vault and
+    its value sealed under it, as the connectors leave them; returns seconds."""
     started = time.perf_counter()
     store = StateStore(Path(settings.data_dir) / "state")
     changelog = state_changelog(settings)
@@ -53,12 +58,15 @@ async def build_state(settings, bootstrap: str, identifiers: int) -> float:
     vault = open_vault(settings)
     try:
         for start in range(0, identifiers, BATCH):
-            for i in range(start, min(start + BATCH, identifiers)):
-                # as the worker keys identifiers since they are tokens (else its first start migrates the state)
-                key = "email:" + vault.token(f"email:person{i}@example.com")
-                customer = customer_id_for(key)
-                views["owners"][key] = customer
-                views["clusters"][customer] = {"identifiers": [key], "seq": i, "version": 1, "separated": []}
+            with vault.batch():
+                for i in range(start, min(start + BATCH, identifiers)):
+                    # as the worker keys identifiers since they are tokens (else its first start migrates the state)
+                    canonical = f"email:person{i}@example.com"
+                    key = "email:" + vault.token(canonical)
+                    customer = customer_id_for(key)
+                    views["owners"][key] = customer
+                    views["clusters"][customer] = {"identifiers": [key], "seq": i, "version": 1, "separated": []}
+                    views["sealed"][key] = vault.seal(key, canonical).hex()
             views["meta"]["seq"] = min(start + BATCH, identifiers)
             delta = store.take_delta()
             parts = delta.records(f"bench-{start}")
@@ -70,33 +78,62 @@ async def build_state(settings, bootstrap: str, identifiers: int) -> float:
     return time.perf_counter() - started
 
 
-def channel_event(n: int, person: int) -> dict:
-    return {"event_id": f"bench-recovery-{n}", "channel": "web", "event_type": "order", "source_id": f"W-R{n}", "connector": "bench",
-            "occurred_at": datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc), "total_minor": 1000, "currency": "EUR",
-            "identifiers": [{"kind": "email", "value": f"person{person}@example.com", "platform": None}],
-            "lines": [], "shipping_cost_minor": None, "discount_minor": None, "campaign": None,
-            "related_order_id": None, "status": None, "text": None, "attributes": {}}
+def channel_events(n: int, person: int) -> list[dict]:
+    """A web order of one known person and a support ticket of another, as mapped (before sealing)."""
+    at = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+    common = {"connector": "bench", "occurred_at": at, "lines": [], "shipping_cost_minor": None, "discount_minor": None,
+              "campaign": None, "related_order_id": None}
+    order = {**common, "event_id": f"bench-recovery-order-{n}", "channel": "web", "event_type": "order",
+             "source_id": f"W-R{n}", "total_minor": 1000, "currency": "EUR", "status": None, "text": None,
+             "identifiers": [{"kind": "email", "value": f"person{person}@example.com", "platform": None}],
+             "attributes": {"shipping_city": "Lyon"}}
+    ticket = {**common, "event_id": f"bench-recovery-ticket-{n}", "channel": "support", "event_type": "ticket_update",
+              "source_id": f"T-R{n}", "total_minor": None, "currency": None, "status": "open",
+              "text": "Where is my order?", "attributes": {"contact_channel": "phone"},
+              "identifiers": [{"kind": "email", "value": f"person{person + 1}@example.com", "platform": None}]}
+    return [order, ticket]
 
 
-async def resolved_after(settings, bootstrap: str, event: dict, started: float, timeout: float = 600) -> float:
-    """Send one event; seconds from `started` until its timeline record is on the topic."""
+async def resolved_after(settings, bootstrap: str, events: list[dict], started: float, timeout: float = 600) -> float:
+    """Send the events, sealed as a connector seals them; seconds from `started` until all their timeline
+    records are on the topic."""
+    sealer = EdgeSealer(settings)
+    encode = codec("channel_event").encode
     producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
     await producer.start()
     try:
-        await producer.send_and_wait("channel.bench", codec("channel_event").encode(event), key=event["event_id"].encode())
+        for event in events:
+            await producer.send_and_wait("channel.bench", encode(sealer.seal_event(event)), key=event["event_id"].encode())
     finally:
         await producer.stop()
-    decode = codec("timeline_event").decode
-    consumer = AIOKafkaConsumer(settings.topics.customer_timeline, **consumer_config(settings, bootstrap, group_id=None))
+    timeline, profiles = settings.topics.customer_timeline, settings.topics.customer_profiles
+    decode_timeline, decode_profile = codec("timeline_event").decode, codec("customer_profile").decode
+    waiting = {event["event_id"] for event in events}
+    # The ticket's contact channel is in what the connector sealed: on the profile only if the worker opened it.
+    ticket = events[-1]
+    ticket_customer = customer_id_for("email:" + sealer.vault.token(f"email:{ticket['identifiers'][0]['value']}"))
+    opened = False
+    consumer = AIOKafkaConsumer(timeline, profiles, **consumer_config(settings, bootstrap, group_id=None))
     await consumer.start()
     try:
         while time.monotonic() - started < timeout:
-            for messages in (await consumer.getmany(timeout_ms=200)).values():
-                if any(decode(m.value)["event_id"] == event["event_id"] for m in messages):
-                    return time.monotonic() - started
-        raise RuntimeError(f"event {event['event_id']} not resolved within {timeout} s")
+            for partition, messages in (await consumer.getmany(timeout_ms=200)).items():
+                if partition.topic == timeline:
+                    waiting -= {decode_timeline(m.value)["event_id"] for m in messages}
+                else:
+                    opened = opened or any(m.key.decode() == ticket_customer and m.value is not None
+                                           and decode_profile(m.value)["last_contact_channel"]
+                                           == ticket["attributes"]["contact_channel"] for m in messages)
+            if not waiting and opened:
+                return time.monotonic() - started
+        raise RuntimeError(f"events {sorted(waiting)} not resolved, or the ticket's details not opened "
+                           f"({opened}), within {timeout} s")
     finally:
         await consumer.stop()
+
+
+def vault_keys(settings) -> int:
+    return open_vault(settings)._db().execute("SELECT count(*) FROM subject_keys").fetchone()[0]
 
 
 def recovery_line(worker: WorkerProcess) -> str:
@@ -122,7 +159,8 @@ def main() -> int:
             ensure_topics(bootstrap, settings.topics.all_names() + ["channel.bench"], settings.topics.partitions, 1,
                           (settings.topics.customer_profiles,))
             built = asyncio.run(build_state(settings, bootstrap, args.identifiers))
-            print(f"state of {args.identifiers:,} identifiers built through the changelog in {built:.0f} s", flush=True)
+            print(f"state of {args.identifiers:,} identifiers built through the changelog in {built:.0f} s, their "
+                  f"{vault_keys(settings):,} keys in the vault", flush=True)
             figures = []
             for case, n in (("first start, local state up to date", 1), ("restart after kill -9", 2),
                             ("fresh machine: no local state, whole changelog replayed", 3)):
@@ -132,7 +170,7 @@ def main() -> int:
                     shutil.rmtree(Path(settings.data_dir) / "state")
                 started = time.monotonic()
                 worker = WorkerProcess(settings, bootstrap).start()
-                seconds = asyncio.run(resolved_after(settings, bootstrap, channel_event(n, n * 1000), started))
+                seconds = asyncio.run(resolved_after(settings, bootstrap, channel_events(n, n * 1000), started))
                 memory = peak_mb(worker.process.pid)
                 print(f"  {case}: resolving after {seconds:.1f} s (recovery: {recovery_line(worker)}); worker peak "
                       f"memory {memory:,.0f} MB", flush=True)
