@@ -225,6 +225,38 @@ class ConditionalHandler(localbucket.S3Handler):
         INDEX.deleted(key)
         return super()._delete_object(bucket, key)
 
+    def _post_request(self, bucket: str, key: str):
+        if bucket and not key and "delete" in self.query:
+            return self._delete_objects(bucket)
+        return super()._post_request(bucket, key)
+
+    def _delete_objects(self, bucket: str):
+        """S3 DeleteObjects (POST /bucket?delete): how tansu deletes a topic's objects. localbucket answers 501,
+        and DeleteTopics failed on the disk engine (the worker deletes a compacted changelog generation)."""
+        bucket_dir = self._bucket_dir(bucket).resolve()
+        if not bucket_dir.is_dir():
+            raise localbucket.S3Error(HTTPStatus.NOT_FOUND, "NoSuchBucket", "The specified bucket does not exist")
+        request = ET.fromstring(self._read_body())
+        keys = [element.text or "" for element in request.iter() if element.tag.rsplit("}", 1)[-1] == "Key"]
+        quiet = any(element.tag.rsplit("}", 1)[-1] == "Quiet" and (element.text or "").strip().lower() == "true"
+                    for element in request.iter())
+        result = ET.Element("DeleteResult", xmlns=localbucket.S3_NAMESPACE)
+        for key in keys:
+            target = self._object_path(bucket, key)
+            INDEX.deleted(key)
+            if target.is_file():
+                target.unlink(missing_ok=True)
+                parent = target.parent
+                while parent != bucket_dir:   # as localbucket's own delete: no empty folder left
+                    try:
+                        parent.rmdir()
+                    except OSError:
+                        break
+                    parent = parent.parent
+            if not quiet:
+                localbucket.sub_element(ET.SubElement(result, "Deleted"), "Key", key)
+        self._send_xml(result)
+
     def _put(self, bucket: str, key: str):
         if_match = self.headers.get("If-Match")
         if not key or (if_match is None and "If-None-Match" not in self.headers):

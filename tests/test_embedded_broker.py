@@ -37,3 +37,23 @@ def test_a_port_taken_before_tansu_listens_is_chosen_again(tmp_path, monkeypatch
     assert len(chosen) == 2
     assert [r.getMessage() for r in caplog.records if r.name == "infra.broker" and r.levelname == "WARNING"] == \
         [f"embedded broker: port {busy} was taken before it could listen; starting again on {broker.port}"]
+
+
+def test_a_topic_is_deleted_on_the_disk_engine(tmp_path):
+    """DeleteTopics on tansu's S3 engine deletes the topic's objects in one DeleteObjects request, which the
+    hub's object store answers (the worker deletes each compacted generation of its state changelog)."""
+    from kafka import KafkaProducer
+
+    from infra.kafka import delete_topics, ensure_topics, matching_topics
+
+    with EmbeddedBroker(tmp_path / "logs", "disk", disk_dir=tmp_path / "broker") as broker:
+        bootstrap = broker.bootstrap_servers
+        ensure_topics(bootstrap, ["doomed", "kept"], 1, 1)
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        for topic in ("doomed", "kept"):
+            producer.send(topic, b"x", partition=0)
+        producer.flush()
+        producer.close()
+        assert delete_topics(bootstrap, ["doomed"]) == ["doomed"]
+        assert matching_topics(bootstrap, "^(doomed|kept)$") == ["kept"]
+    assert not list((tmp_path / "broker").rglob("*doomed*"))   # nothing of it left on disk

@@ -93,3 +93,24 @@ def test_listings_are_byte_for_byte_what_localbucket_answers(tmp_path):
     finally:
         plain.shutdown()
         stop_process(process, 5, "object store")
+
+
+def test_delete_objects_removes_every_key_named_as_tansu_deletes_a_topic(tmp_path):
+    records = "topics/gone/partitions/0000000000/records/"
+    process, base = start(tmp_path / "store", tmp_path / "store.log")
+    try:
+        for offset in range(3):
+            call("PUT", f"{base}/{records}{offset:020d}.batch", b"x")
+        call("PUT", f"{base}/topics/kept/partitions/0000000000/records/00000000000000000000.batch", b"y")
+        assert len(listing(base, "topics/")) == 4
+        keys = "".join(f"<Object><Key>{records}{offset:020d}.batch</Key></Object>" for offset in range(2))
+        answer = call("POST", f"{base}?delete", f'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{keys}'
+                                                 "</Delete>".encode()).decode()
+        assert re.findall(r"<Deleted><Key>([^<]+)</Key></Deleted>", answer) == [f"{records}{o:020d}.batch" for o in range(2)]
+        quiet = call("POST", f"{base}?delete", f"<Delete><Quiet>true</Quiet><Object><Key>{records}{2:020d}.batch</Key>"
+                                                 "</Object></Delete>".encode()).decode()
+        assert "<Deleted>" not in quiet and "DeleteResult" in quiet
+        assert listing(base, "topics/") == ["topics/kept/partitions/0000000000/records/00000000000000000000.batch"]
+        assert not (tmp_path / "store" / "tansu" / "topics" / "gone").exists()   # no empty folder left
+    finally:
+        stop_process(process, 5.0, "object store")
