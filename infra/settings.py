@@ -122,6 +122,13 @@ class TopicSettings(_Section):
 
 class StreamSettings(_Section):
     app_id: str = "omnihub"
+    # The state's changelog holds one delta per batch and grows with every batch ever resolved: a fresh machine
+    # replays it all (about 12 MB a second here, bench_recovery.py). Once the generation the worker follows holds
+    # changelog_compact_factor times the bytes of the state (its snapshot's, or RocksDB's estimate before the
+    # first), and at least changelog_compact_min_bytes (about 20 s of replay), the worker writes the whole state
+    # as a new generation and deletes the old one: a fresh machine replays at most about 1 + factor states.
+    changelog_compact_factor: float = Field(default=3.0, gt=1)
+    changelog_compact_min_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
 
 
 class IdentitySettings(_Section):

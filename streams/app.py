@@ -32,6 +32,13 @@ its customer's profile again. exactly_once is not an option on tansu.
 Consistency: the identity graph is one state with one writer, so resolution runs on one worker; the
 channel events and the commands take turns on it (one lock), and its changelog has one partition, one
 delta record per batch, replayed in order.
+
+The changelog comes in generations (state_changelog, then -g1, -g2...): once the one in use holds
+streams.changelog_compact_factor times the state's bytes (compaction_due), the worker writes the whole state
+as the next generation, follows it, and deletes the old one (compact_changelog), so what a fresh machine
+replays stays in proportion to the state, not to the history. RocksDB records the generation it
+follows; a restart deletes the others (a newer one is a compaction a kill cut short), and a fresh machine
+takes the newest whose snapshot was written whole.
 """
 from __future__ import annotations
 
@@ -55,7 +62,7 @@ from infra.settings import Settings
 from streams.checkpoint import Checkpoint
 from streams.resolver import Outputs, Resolver
 from streams.state_migration import needs_migration, tokenized_state
-from streams.state_store import DeltaAssembler, StateStore, delta_records
+from streams.state_store import ChangelogReplay, StateStore, delta_records
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +76,74 @@ LOAD_POLL_EVENTS = 2_500
 LOAD_BATCH_SECONDS = 0.5
 TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
 FAUST_SESSION_TIMEOUT_MS = 3000
+COMPACTION_CHECK_SECONDS = 10.0   # how often the worker asks whether its state changelog is due for compaction
 
 
 def state_changelog(settings: Settings) -> str:
     # -v2: identifiers as tokens (streams/state_migration.py); the first one held them in clear
     return f"{settings.streams.app_id}-resolution-state-changelog-v2"
+
+
+def changelog_generation(settings: Settings, number: int) -> str:
+    """The state changelog's generation `number`; 0 is the first (state_changelog)."""
+    return state_changelog(settings) + (f"-g{number}" if number else "")
+
+
+def generation_number(settings: Settings, topic: str) -> int | None:
+    found = re.fullmatch(re.escape(state_changelog(settings)) + r"(?:-g([0-9]+))?", topic)
+    return None if found is None else int(found.group(1) or 0)
+
+
+def changelog_generations(settings: Settings, bootstrap: str) -> dict[int, str]:
+    """The state changelog's generations on the broker, by number."""
+    found = matching_topics(bootstrap, f"^{re.escape(state_changelog(settings))}(-g[0-9]+)?$")
+    return {generation_number(settings, topic): topic for topic in found}
+
+
+def compaction_due(settings: Settings, store: StateStore) -> bool:
+    """Whether the generation the state follows is large enough, against the state, to be written anew as a
+    snapshot: a bulk load writes about its state's size of changelog, a state that keeps changing more."""
+    rules = settings.streams
+    state = max(store.changelog_snapshot_bytes, store.state_bytes)
+    return store.changelog_bytes >= max(rules.changelog_compact_min_bytes, rules.changelog_compact_factor * state)
+
+
+async def compact_changelog(settings: Settings, bootstrap: str, store: StateStore, writer: Checkpoint) -> dict:
+    """Write the whole state as the changelog's next generation, follow it, delete the one before. The caller
+    holds the state's lock: no batch is resolved meanwhile (about 6 s of pause a million identifiers here,
+    bench_recovery.py). A kill before the switch leaves the old generation followed and the new one to be
+    deleted at the next start; after it, the new one followed and the old one to be deleted."""
+    started = time.monotonic()
+    await writer.drain()
+    writer.apply_acknowledged()
+    old = writer.changelog
+    new = changelog_generation(settings, (generation_number(settings, old) or 0) + 1)
+    await asyncio.to_thread(ensure_topics, bootstrap, [new], 1, settings.topics.replication_factor)
+    replaced = (store.changelog_offset + 1, store.changelog_bytes)
+    records = await asyncio.to_thread(store.snapshot, f"snapshot-{uuid.uuid4().hex[:12]}")
+    offset = await writer.write_changelog(new, records)
+    writer.crash_point("snapshot")
+    size = sum(map(len, records))
+    store.apply({}, offset, writer.broker, topic=new, generation_bytes=size, snapshot_bytes=size)
+    writer.changelog = new
+    writer.crash_point("switch")
+    deleted = await delete_generations(bootstrap, [old])
+    report = {"from": old, "to": new, "records_replaced": replaced[0], "mb_replaced": round(replaced[1] / 1e6, 1),
+              "snapshot_records": len(records), "snapshot_mb": round(size / 1e6, 1), "old_deleted": bool(deleted),
+              "seconds": round(time.monotonic() - started, 3)}
+    log.info("resolution state's changelog compacted: %s", report)
+    return report
+
+
+async def delete_generations(bootstrap: str, topics: list[str]) -> list[str]:
+    """Delete changelog generations the state no longer follows. Failing is not fatal (the state is whole in
+    the one it follows): it is said once, and the next start deletes them."""
+    try:
+        return await asyncio.to_thread(delete_topics, bootstrap, topics)
+    except Exception as error:
+        log.warning("could not delete the resolution state's old changelog generations %s (the next start "
+                    "will): %s: %s", ", ".join(topics), type(error).__name__, error)
+        return []
 
 
 def legacy_state_changelog(settings: Settings) -> str:
@@ -120,7 +190,8 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
         if shared["checkpoint"] is None:
             producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
             await producer.start()
-            shared["checkpoint"] = Checkpoint(store, producer, state_changelog(settings), this_broker)
+            shared["checkpoint"] = Checkpoint(store, producer, store.changelog_topic or state_changelog(settings),
+                                              this_broker)
         return shared["checkpoint"]
 
     def resolve_batch(writer: Checkpoint, batch: dict) -> Outputs:
@@ -198,6 +269,17 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
                                          message.offset if message else -1, out)
                 await (await checkpoint()).write(resolver.finish(out).sends)
 
+    @app.timer(interval=COMPACTION_CHECK_SECONDS)
+    async def compact_state_changelog():
+        writer = await checkpoint()
+        async with turn:
+            if compaction_due(settings, store):
+                try:
+                    await compact_changelog(settings, bootstrap, store, writer)
+                except Exception as error:   # the state still follows its generation, whole: try again later
+                    log.error("compacting the resolution state's changelog failed (it keeps %s and tries again): "
+                              "%s: %s", writer.changelog, type(error).__name__, error)
+
     threshold = {"next": 0.0}
 
     refresh = settings.identity.best_customer_refresh_seconds
@@ -272,7 +354,7 @@ async def migrate_state(settings: Settings, bootstrap: str, store: StateStore) -
     offset = await write_snapshot(settings, bootstrap, changelog, migrated)
     removed = {name: {key: None for key in view if key not in migrated[name]} for name, view in full.items()}
     store.apply({name: {**removed.get(name, {}), **migrated.get(name, {})} for name in migrated}, offset,
-                broker_id(bootstrap))
+                broker_id(bootstrap), topic=changelog)
     deleted = await asyncio.to_thread(delete_topics, bootstrap, [legacy])
     report = {"customers": len(migrated.get("clusters", {})), "identifiers": len(migrated.get("owners", {})),
               "old_changelog_deleted": bool(deleted), "seconds": round(time.monotonic() - started, 3)}
@@ -282,49 +364,85 @@ async def migrate_state(settings: Settings, bootstrap: str, store: StateStore) -
 
 async def recover_state(settings: Settings, bootstrap: str, store: StateStore, changelog: str | None = None) -> dict:
     """Bring the local state up to the changelog's end: only what was written after the offset RocksDB
-    holds (everything, on a fresh machine). Returns what it did, for the log and the benchmark."""
+    holds (everything, on a fresh machine). Without `changelog`, the generation RocksDB follows; on a fresh
+    machine the newest whose snapshot is whole. The other generations are deleted. Returns what it did,
+    for the log and the benchmark."""
     started = time.monotonic()
-    changelog = changelog or state_changelog(settings)
-    ensure_topics(bootstrap, [changelog], 1, settings.topics.replication_factor)
     this_broker = broker_id(bootstrap)
+    stale: list[str] = []
+    if changelog is None:
+        generations = await asyncio.to_thread(changelog_generations, settings, bootstrap)
+        changelog = store.changelog_topic or state_changelog(settings)
+        if store.changelog_offset < 0 and generations:   # a fresh machine
+            changelog = generations[max(generations)]
+        stale = [topic for topic in generations.values() if topic != changelog]
+    ensure_topics(bootstrap, [changelog], 1, settings.topics.replication_factor)
     if store.changelog_broker and store.changelog_broker != this_broker:
         # The broker lost its data (or is another one): keep the local state, so known people keep their ids,
         # and start a new changelog on this broker with a full copy of it.
         log.error("the resolution state's changelog was on broker %s, this broker is %s: keeping the local state "
                   "and writing it to the new changelog", store.changelog_broker, this_broker)
-        full = {name: {key: view[key] for key in view} for name, view in store.views.items()}
-        offset = await write_snapshot(settings, bootstrap, changelog, full)
-        store.apply({}, offset, this_broker)
+        records = store.snapshot(f"snapshot-{uuid.uuid4().hex[:12]}")
+        offset = await write_records(settings, bootstrap, changelog, records)
+        size = sum(map(len, records))
+        store.apply({}, offset, this_broker, topic=changelog, generation_bytes=size, snapshot_bytes=size)
         return {"replayed_records": 0, "seconds": round(time.monotonic() - started, 3), "snapshot": True}
+    report = await replay_changelog(settings, bootstrap, store, changelog, this_broker)
+    while store.changelog_offset < 0 and generation_number(settings, changelog):
+        # A snapshot a kill cut short: it was never followed. The generation before it is whole.
+        log.warning("the resolution state's changelog %s holds no whole snapshot: recovering from the one before",
+                    changelog)
+        stale.append(changelog)
+        changelog = generations.get(max([n for n in generations if n < generation_number(settings, changelog)],
+                                        default=0), state_changelog(settings))
+        stale = [topic for topic in stale if topic != changelog]
+        report = await replay_changelog(settings, bootstrap, store, changelog, this_broker)
+    if stale and (deleted := await delete_generations(bootstrap, stale)):
+        log.warning("deleted the resolution state's changelog generations it does not follow: %s", ", ".join(deleted))
+    report = {"changelog": changelog, **report, "seconds": round(time.monotonic() - started, 3)}
+    log.info("resolution state recovered: %s", report)
+    return report
+
+
+async def replay_changelog(settings: Settings, bootstrap: str, store: StateStore, changelog: str, this_broker: str) -> dict:
+    """Apply what `changelog` holds past the offset RocksDB has, batch by batch."""
     partition = TopicPartition(changelog, 0)
     consumer = AIOKafkaConsumer(**consumer_config(settings, bootstrap, group_id=None))
     await consumer.start()
-    start = store.changelog_offset + 1
-    replayed = applied = 0
+    start = store.changelog_offset + 1 if store.changelog_topic in ("", changelog) else 0
+    replayed = 0
+    replay = ChangelogReplay(store, this_broker, changelog)
+    # A generation after the first begins with its snapshot: its size decides when it is compacted again.
+    snapshot_first = start == 0 and bool(generation_number(settings, changelog))
     try:
         reported = await consumer.end_offsets([partition])
         end = (await fetched_end_offsets(bootstrap, reported))[partition]
         consumer.assign([partition])
         consumer.seek(partition, start)
-        assembler = DeltaAssembler()
         position = start
         while position < end:
             batch = await consumer.getmany(partition, timeout_ms=2000, max_records=2000)
             for message in batch.get(partition, []):
                 position = message.offset + 1
                 replayed += 1
-                delta = assembler.add(message.value)
-                if delta is not None:
-                    store.apply(delta, message.offset, this_broker)
-                    applied += 1
+                replay.add(message.value, message.offset, snapshot_first)
             if not batch and position < end:
                 log.info("recovering the resolution state: at changelog offset %d of %d", position, end)
     finally:
         await consumer.stop()
-    report = {"from_offset": start, "replayed_records": replayed, "applied_batches": applied,
-              "seconds": round(time.monotonic() - started, 3)}
-    log.info("resolution state recovered: %s", report)
-    return report
+    applied = replay.applied
+    return {"from_offset": start, "replayed_records": replayed, "applied_batches": applied}
+
+
+async def write_records(settings: Settings, bootstrap: str, changelog: str, records: list[bytes]) -> int:
+    """Changelog records, in order, acknowledged; returns the offset of the last."""
+    producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
+    await producer.start()
+    try:
+        acks = await asyncio.gather(*[await producer.send(changelog, record, partition=0) for record in records])
+    finally:
+        await producer.stop()
+    return acks[-1].offset
 
 
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:

@@ -19,7 +19,8 @@ every copy of an event is the same record. Publishing outputs before the state d
 worker resolve the redelivered events afresh, under other ids (483 events in a probe); state first, none.
 
 OMNIHUB_CRASH_AFTER=state|outputs makes the process exit at once after that step (exit status 137, as
-after kill -9): the fault-injection hook the kill tests use to stop the worker between steps.
+after kill -9): the fault-injection hook the kill tests use to stop the worker between steps (and
+snapshot|switch within a compaction of the changelog, streams/app.py).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class Checkpoint:
         self._partitions: dict[str, list[int]] = {}
         self._in_flight: list[asyncio.Task] = []
         self._queued: asyncio.Future | None = None   # set once the last batch's changelog records are queued
-        self._acknowledged: deque = deque()   # (delta, changelog offset), in order, not yet in RocksDB
+        self._acknowledged: deque = deque()   # (delta, changelog offset, its bytes), in order, not yet in RocksDB
 
     async def write(self, sends: list[Send]) -> None:
         """Steps 1 and 2 for the state's pending changes and these records; returns once both are
@@ -95,10 +96,10 @@ class Checkpoint:
         if previous is not None:
             await previous
         if delta:  # the offset of the delta's last record: its request's base offset + its records - 1
-            self._acknowledged.append((delta, acks[-1].offset + requests[-1][1] - 1))
-        self._crash_point("state")
+            self._acknowledged.append((delta, acks[-1].offset + requests[-1][1] - 1, sum(map(len, records))))
+        self.crash_point("state")
         await self.publish(sends)
-        self._crash_point("outputs")
+        self.crash_point("outputs")
         if commit is not None:
             await commit()
 
@@ -106,8 +107,8 @@ class Checkpoint:
         """Write the deltas the changelog acknowledged into RocksDB, in order. Only by the state's owner (the
         caller holds the worker's lock): the views must not change under a resolution."""
         while self._acknowledged:
-            delta, offset = self._acknowledged.popleft()
-            self.store.apply(delta, offset, self.broker)
+            delta, offset, size = self._acknowledged.popleft()
+            self.store.apply(delta, offset, self.broker, written=size)
 
     def check(self) -> None:
         """Forget the batches that completed; raise the error of one that failed."""
@@ -118,6 +119,12 @@ class Checkpoint:
         """Wait for every batch submitted so far."""
         while self._in_flight:
             await self._in_flight.pop(0)
+
+    async def write_changelog(self, topic: str, records: list[bytes]) -> int:
+        """Changelog records (a snapshot) on `topic`, in order, all acknowledged; returns the last one's offset.
+        Through the producer's own batching: a snapshot's records are many, and nothing else waits for them."""
+        acks = await asyncio.gather(*[await self.producer.send(topic, record, partition=0) for record in records])
+        return acks[-1].offset
 
     async def publish(self, sends: list[Send]) -> None:
         """Every record, in order within each partition, all acknowledged."""
@@ -154,7 +161,7 @@ class Checkpoint:
         return topic_key_partitions(sends, self._partitions, spread_keyless=True)
 
     @staticmethod
-    def _crash_point(step: str) -> None:
+    def crash_point(step: str) -> None:
         if CRASH_AFTER == step:
             log.error("OMNIHUB_CRASH_AFTER=%s: exiting now, as a kill -9 would", step)
             logging.shutdown()

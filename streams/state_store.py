@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 VIEWS = ("owners", "clusters", "aliases", "sightings", "events", "meta", "profiles", "sealed", "mentions")
 CHANGELOG_OFFSET = b"\x00changelog-offset"
 CHANGELOG_BROKER = b"\x00changelog-broker"
+CHANGELOG_TOPIC = b"\x00changelog-topic"          # absent: the first generation (streams/app.py state_changelog)
+CHANGELOG_BYTES = b"\x00changelog-bytes"          # bytes of the records of that generation up to the offset
+CHANGELOG_SNAPSHOT_BYTES = b"\x00changelog-snapshot-bytes"   # of the snapshot it starts with (0: none)
 MAX_DELTA_BYTES = 512 * 1024  # one changelog record at most, before compression; a larger delta is split in parts
 LZ4_FRAME_MAGIC = b"\x04\x22\x4d\x18"
 CACHE_MAX_KEYS = 500_000      # decoded values kept per view (then the cache starts over)
@@ -148,20 +151,33 @@ class Delta:
         {"batch": id, "part": i, "parts": n, "changes": [[view, key, value], ...]}, compressed as an LZ4
         frame: the changelog was the largest thing the worker wrote (about 530 bytes an event, more than its
         outputs), and the embedded broker's disk is its limit; LZ4 makes it about a third for ~2 us an event."""
-        items = [b"".join((b'["', name.encode(), b'",', orjson.dumps(key), b",", value or b"null", b"]"))
-                 for name, key, value in self.encoded]
-        parts: list[list[bytes]] = [[]]
-        size = 0
-        for item in items:
-            if parts[-1] and size + len(item) > MAX_DELTA_BYTES:
-                parts.append([])
-                size = 0
-            parts[-1].append(item)
-            size += len(item) + 1
-        head = orjson.dumps(batch_id)
-        return [lz4.frame.compress(b"".join((b'{"batch":', head, b',"part":', str(i).encode(), b',"parts":',
-                                             str(len(parts)).encode(), b',"changes":[', b",".join(part), b"]}")))
-                for i, part in enumerate(parts)]
+        items = [change_item(name.encode(), key, value) for name, key, value in self.encoded]
+        parts = split_parts(items)
+        return [compressed_part(batch_id, i, len(parts), part) for i, part in enumerate(parts)]
+
+
+def change_item(name: bytes, key: str, value: bytes | None) -> bytes:
+    """[view, key, value] as one changelog part lists it; value is the stored JSON, None for a deletion."""
+    return b"".join((b'["', name, b'",', orjson.dumps(key), b",", value or b"null", b"]"))
+
+
+def split_parts(items: list) -> list[list]:
+    """items (anything with a len: the items, or their sizes) in parts of at most about MAX_DELTA_BYTES."""
+    parts: list[list] = [[]]
+    size = 0
+    for item in items:
+        length = item if isinstance(item, int) else len(item)
+        if parts[-1] and size + length > MAX_DELTA_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += length + 1
+    return parts
+
+
+def compressed_part(batch_id: str, index: int, count: int, items: list[bytes]) -> bytes:
+    return lz4.frame.compress(b"".join((b'{"batch":', orjson.dumps(batch_id), b',"part":', str(index).encode(),
+                                        b',"parts":', str(count).encode(), b',"changes":[', b",".join(items), b"]}")))
 
 
 def rocksdb_options(file_bloom: bool = True, memtable_bloom: bool = True) -> Options:
@@ -202,6 +218,56 @@ class StateStore:
         raw = self.db.get(CHANGELOG_BROKER)
         return "" if raw is None else raw.decode()
 
+    @property
+    def changelog_topic(self) -> str:
+        """The changelog generation the local state follows ("": the first, or no state yet)."""
+        raw = self.db.get(CHANGELOG_TOPIC)
+        return "" if raw is None else raw.decode()
+
+    def _meta_int(self, key: bytes) -> int:
+        raw = self.db.get(key)
+        return 0 if raw is None else int(raw)
+
+    @property
+    def changelog_bytes(self) -> int:
+        """Bytes of the followed generation's records up to the offset the state includes."""
+        return self._meta_int(CHANGELOG_BYTES)
+
+    @property
+    def changelog_snapshot_bytes(self) -> int:
+        """Bytes of the snapshot the followed generation starts with (0: it starts with none)."""
+        return self._meta_int(CHANGELOG_SNAPSHOT_BYTES)
+
+    @property
+    def state_bytes(self) -> int:
+        """RocksDB's estimate of the state's size on disk (compressed, as a snapshot's records are; what is
+        still in the memtable is not counted)."""
+        return self.db.property_int_value("rocksdb.estimate-live-data-size") or 0
+
+    def snapshot(self, batch_id: str) -> list[bytes]:
+        """The whole state as one changelog batch (records as Delta.records makes them), read from RocksDB as
+        stored: no value is decoded. Only what RocksDB holds: call it with nothing pending or in flight. Two
+        passes over a point-in-time view, the first for the parts' sizes, so the state is never held whole
+        in memory, only its compressed records."""
+        view = self.db.snapshot()
+
+        def items():
+            for stored_key, value in view.items():
+                if not stored_key.startswith(b"\x00"):   # the store's own bookkeeping, not a view
+                    name, _, key = stored_key.partition(b"\x00")
+                    yield name, key.decode(), value
+
+        sizes = split_parts([len(name) + len(orjson.dumps(key)) + len(value) + 6 for name, key, value in items()])
+        records, part, index = [], [], 0
+        for name, key, value in items():
+            part.append(change_item(name, key, value))
+            if len(part) == len(sizes[index]):
+                records.append(compressed_part(batch_id, index, len(sizes), part))
+                part, index = [], index + 1
+        if not records:   # an empty state: one part that changes nothing, so the snapshot is still a batch
+            records.append(compressed_part(batch_id, 0, 1, []))
+        return records
+
     def take_delta(self) -> Delta:
         """The batch's changes, moved from the views' pending writes to their in-flight deltas until
         apply() writes them to RocksDB."""
@@ -214,9 +280,9 @@ class StateStore:
         return Delta(changes)
 
     def apply(self, delta: Delta | dict[str, dict[str, Any]], changelog_offset: int | None,
-              broker: str | None = None) -> None:
-        """Write a delta (and where the changelog stands) in one atomic write. Deltas taken from this store
-        are applied in the order they were taken."""
+              broker: str | None = None, **changelog: Any) -> None:
+        """Write a delta and where the changelog stands (its offset, broker, and what write_position takes) in
+        one atomic write. Deltas taken from this store are applied in the order they were taken."""
         if not isinstance(delta, Delta):
             delta = Delta(delta)
         batch = WriteBatch(raw_mode=True)
@@ -226,10 +292,7 @@ class StateStore:
                 batch.delete(prefixes[name] + key.encode())
             else:
                 batch.put(prefixes[name] + key.encode(), value)
-        if changelog_offset is not None:
-            batch.put(CHANGELOG_OFFSET, str(changelog_offset).encode())
-        if broker is not None:
-            batch.put(CHANGELOG_BROKER, broker.encode())
+        self.write_position(batch, changelog_offset, broker, **changelog)
         self.db.write(batch)
         for name, changes in delta.changes.items():
             view = self.views.get(name)
@@ -240,32 +303,70 @@ class StateStore:
                     for key in changes:
                         view.cache.pop(key, None)
 
+    def write_position(self, batch: WriteBatch, changelog_offset: int | None, broker: str | None = None,
+                       topic: str | None = None, written: int = 0, generation_bytes: int | None = None,
+                       snapshot_bytes: int | None = None) -> None:
+        """Where the changelog stands, added to a write: the offset the state includes, the broker, the generation
+        followed (topic), and its size: `written` bytes more, or `generation_bytes` in all (a new generation), and
+        the bytes of the snapshot it starts with."""
+        if changelog_offset is not None:
+            batch.put(CHANGELOG_OFFSET, str(changelog_offset).encode())
+        if broker is not None:
+            batch.put(CHANGELOG_BROKER, broker.encode())
+        if topic is not None:
+            batch.put(CHANGELOG_TOPIC, topic.encode())
+        if generation_bytes is not None or written:
+            total = generation_bytes if generation_bytes is not None else self.changelog_bytes + written
+            batch.put(CHANGELOG_BYTES, str(total).encode())
+        if snapshot_bytes is not None:
+            batch.put(CHANGELOG_SNAPSHOT_BYTES, str(snapshot_bytes).encode())
+
 
 def delta_records(delta: dict[str, dict[str, Any]], batch_id: str) -> list[bytes]:
     return Delta(delta).records(batch_id)
 
 
-class DeltaAssembler:
-    """Recovery: feed changelog records in order; complete batches come out as deltas."""
+class ChangelogReplay:
+    """Recovery: feed a generation's records in order; each batch whose parts all arrived is written to
+    RocksDB in one atomic write with the offset of its last record. A batch's parts go into that write as
+    they arrive, decoded one at a time: a snapshot of a million identifiers is one batch of about 1,000
+    parts, and held decoded until its end it took 14.6 GB and 52 s to apply (bench_recovery.py). A batch
+    left incomplete by a crash is dropped when the next one begins: its events were redelivered."""
 
-    def __init__(self):
+    def __init__(self, store: StateStore, broker: str, topic: str):
+        self.store, self.broker, self.topic = store, broker, topic
         self.batch_id: str | None = None
-        self.parts: list[list] = []
+        self.parts = 0
+        self.size = 0
+        self.writes: WriteBatch | None = None
+        self.applied = 0
 
-    def add(self, record: bytes) -> dict[str, dict[str, Any]] | None:
+    def add(self, record: bytes, offset: int, snapshot_first: bool = False) -> bool:
+        """True when the record completed its batch (and the batch is in RocksDB). snapshot_first: this
+        generation begins with its snapshot, whose size is recorded as such."""
         # records written before compression are plain JSON
         part = orjson.loads(lz4.frame.decompress(record) if record[:4] == LZ4_FRAME_MAGIC else record)
-        if part["batch"] != self.batch_id or part["part"] != len(self.parts):
-            # a new batch (an earlier one left incomplete by a crash is dropped: its events were redelivered)
-            self.batch_id, self.parts = part["batch"], []
+        if part["batch"] != self.batch_id or part["part"] != self.parts:
+            self.batch_id, self.parts, self.size, self.writes = part["batch"], 0, 0, WriteBatch(raw_mode=True)
             if part["part"] != 0:
-                return None
-        self.parts.append(part["changes"])
-        if len(self.parts) < part["parts"]:
-            return None
-        delta: dict[str, dict[str, Any]] = {}
-        for changes in self.parts:
-            for name, key, value in changes:
-                delta.setdefault(name, {})[key] = value
-        self.batch_id, self.parts = None, []
-        return delta
+                self.batch_id = None
+                return False
+        for name, key, value in part["changes"]:
+            stored = name.encode() + b"\x00" + key.encode()
+            if value is None:
+                self.writes.delete(stored)
+            else:
+                self.writes.put(stored, orjson.dumps(value))
+        self.parts += 1
+        self.size += len(record)
+        if self.parts < part["parts"]:
+            return False
+        first_snapshot = snapshot_first and self.applied == 0
+        self.store.write_position(self.writes, offset, self.broker, topic=self.topic, written=self.size,
+                                  snapshot_bytes=self.size if first_snapshot else None)
+        self.store.db.write(self.writes)
+        for view in self.store.views.values():   # what a view cached may be older than what was replayed
+            view.cache.clear()
+        self.batch_id, self.parts, self.size, self.writes = None, 0, 0, None
+        self.applied += 1
+        return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from streams import state_store
-from streams.state_store import DeltaAssembler, StateStore
+from streams.state_store import StateStore
 
 
 def test_a_batch_reads_what_earlier_batches_wrote_before_they_reach_rocksdb(tmp_path, monkeypatch):
@@ -41,11 +41,25 @@ def test_changelog_records_replay_into_the_same_state_and_old_plain_records_stil
     delta = store.take_delta()
     records = delta.records("run-1")
     assert len(records) > 1 and all(r[:4] == state_store.LZ4_FRAME_MAGIC for r in records)
-    assembler = DeltaAssembler()
-    replayed = [assembler.add(r) for r in records]
-    assert replayed[:-1] == [None] * (len(records) - 1) and replayed[-1] == delta.changes
-    assert replayed[-1]["owners"] == {"email:gone@x.com": None}
+    store.apply(delta, 2)
+
+    def contents(s: StateStore) -> dict:
+        return {name: dict(view.items()) for name, view in s.views.items()}
+
+    replica = StateStore(tmp_path / "replica")
+    replica.views["owners"]["email:gone@x.com"] = "C0"
+    replica.apply(replica.take_delta(), 1)
+    replay = state_store.ChangelogReplay(replica, "broker-1", "changelog")
+    applied = [replay.add(record, 10 + i) for i, record in enumerate(records)]
+    assert applied == [False] * (len(records) - 1) + [True]           # in RocksDB once its last part arrived
+    assert contents(replica) == contents(store) and "email:gone@x.com" not in dict(replica.views["owners"].items())
+    assert replica.changelog_offset == 10 + len(records) - 1 and replica.changelog_topic == "changelog"
+    assert replica.changelog_bytes == sum(map(len, records))
     # a batch whose last part never arrived (the worker died while writing it) is dropped, not half applied
-    assert DeltaAssembler().add(records[0]) is None
+    cut = StateStore(tmp_path / "cut")
+    cut_replay = state_store.ChangelogReplay(cut, "broker-1", "changelog")
+    assert cut_replay.add(records[0], 0) is False
     plain = orjson.dumps({"batch": "old", "part": 0, "parts": 1, "changes": [["meta", "seq", 7]]})
-    assert DeltaAssembler().add(plain) == {"meta": {"seq": 7}}
+    assert cut_replay.add(plain, 1) is True                            # the next batch: the cut one is gone
+    assert contents(cut) == {**{name: {} for name in state_store.VIEWS}, "meta": {"seq": 7}}
+    assert cut.changelog_offset == 1 and cut.changelog_bytes == len(plain)

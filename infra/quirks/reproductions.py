@@ -157,6 +157,36 @@ async def fetch_cost_by_batches(bootstrap: str, first: int = 50, then: int = 100
     return medians
 
 
+async def delete_records(bootstrap: str, records: int = 10, before: int = 6) -> dict:
+    """DeleteRecords (a topic's first records dropped, what a snapshot in the same changelog would need): Kafka
+    moves the start offset; tansu drops the connection. The worker writes a snapshot as a new topic instead."""
+    from aiokafka.admin import RecordsToDelete
+
+    topic = _topic("delete-records")
+    await _create_one_partition_topic(bootstrap, topic)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    for i in range(records):
+        await producer.send_and_wait(topic, b"%d" % i, partition=0)
+    await producer.stop()
+    partition = TopicPartition(topic, 0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        await asyncio.wait_for(admin.delete_records({partition: RecordsToDelete(before)}), 15)
+        error = None
+    except Exception as failure:
+        error = f"{type(failure).__name__}: {failure}"
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    consumer.assign([partition])
+    first = (await consumer.beginning_offsets([partition]))[partition]
+    await consumer.stop()
+    return {"error": error, "first_offset_after": first, "asked_before": before}
+
+
 async def run_all(bootstrap: str) -> dict:
     return {
         "end_offsets_after_batched_produce": await end_offsets_after_batched_produce(bootstrap),
@@ -166,4 +196,5 @@ async def run_all(bootstrap: str) -> dict:
         "auto_created_partitions": await auto_created_partitions(bootstrap),
         "concurrent_produce": await concurrent_produce(bootstrap),
         "fetch_cost_by_batches": await fetch_cost_by_batches(bootstrap),
+        "delete_records": await delete_records(bootstrap),
     }

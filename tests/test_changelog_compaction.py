@@ -1,0 +1,240 @@
+"""The resolution state's changelog in generations: compacted into a snapshot, recovered from it on a fresh
+machine, and left whole by a compaction a kill cuts short (streams/app.py compact_changelog, recover_state)."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from infra.hub import WorkerProcess, child_environment
+from infra.kafka import broker_id, ensure_topics, matching_topics, producer_config
+from infra.processes import spawn
+from streams import state_store
+from streams.app import (changelog_generation, compact_changelog, compaction_due, recover_state, state_changelog,
+                         write_records)
+from streams.checkpoint import Checkpoint
+from streams.state_store import StateStore
+from tests.fixtures import channel_topic
+from tests.test_identity_stream import channel_event, customer_of, produce, read
+
+pytestmark = pytest.mark.integration
+
+
+def contents(store: StateStore) -> dict:
+    return {name: dict(view.items()) for name, view in store.views.items()}
+
+
+def generations(settings) -> list[str]:
+    return matching_topics(settings.kafka.bootstrap_servers, f"^{state_changelog(settings)}")
+
+
+def with_compaction(settings, min_bytes: int, factor: float = 3.0):
+    streams = settings.streams.model_copy(update={"changelog_compact_min_bytes": min_bytes,
+                                                  "changelog_compact_factor": factor})
+    return settings.model_copy(update={"streams": streams})
+
+
+async def write_batches(settings, store: StateStore, producer, changelog: str) -> Checkpoint:
+    """Four batches through the worker's checkpoint: keys written, changed, deleted."""
+    writer = Checkpoint(store, producer, changelog, broker_id(settings.kafka.bootstrap_servers))
+    owners, clusters = store.views["owners"], store.views["clusters"]
+    for batch in range(4):
+        for i in range(batch * 20, batch * 20 + 20):
+            owners[f"email:{i}"] = f"c{i}"
+            clusters[f"c{i}"] = {"identifiers": [f"email:{i}"], "seq": i}
+        if batch == 2:
+            for i in range(0, 10):   # deleted before the snapshot: must stay deleted after it
+                del owners[f"email:{i}"]
+                del clusters[f"c{i}"]
+        await writer.write([])
+    writer.apply_acknowledged()
+    return writer
+
+
+def test_compaction_writes_a_snapshot_generation_a_fresh_machine_recovers_from(settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(state_store, "MAX_DELTA_BYTES", 400)   # a snapshot of several records
+    settings = with_compaction(settings, min_bytes=1)
+    bootstrap = settings.kafka.bootstrap_servers
+    first, second = changelog_generation(settings, 0), changelog_generation(settings, 1)
+    ensure_topics(bootstrap, [first], 1, 1)
+
+    async def scenario():
+        store = StateStore(tmp_path / "state")
+        producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
+        await producer.start()
+        try:
+            writer = await write_batches(settings, store, producer, first)
+            assert compaction_due(settings, store)
+            report = await compact_changelog(settings, bootstrap, store, writer)
+            due_after = compaction_due(settings, store)
+            before_late = store.changelog_bytes
+            store.views["owners"]["email:late"] = "c-late"   # a batch after the switch goes to the new generation
+            await writer.write([])
+            writer.apply_acknowledged()
+            late = store.changelog_bytes - before_late
+        finally:
+            await producer.stop()
+        fresh = StateStore(tmp_path / "fresh")
+        recovered = await recover_state(settings, bootstrap, fresh)
+        return store, fresh, report, due_after, recovered, late
+
+    store, fresh, report, due_after, recovered, late_bytes = asyncio.run(scenario())
+    assert report["from"] == first and report["to"] == second and report["snapshot_records"] > 1 and late_bytes > 0
+    assert generations(settings) == [second]                        # the old generation is deleted
+    assert store.changelog_topic == second and store.changelog_snapshot_bytes == store.changelog_bytes - late_bytes
+    assert not due_after                                             # not again until it grows
+    assert recovered["changelog"] == second and recovered["from_offset"] == 0
+    assert contents(fresh) == contents(store)
+    assert "email:3" not in dict(fresh.views["owners"].items()) and fresh.views["owners"]["email:late"] == "c-late"
+    assert fresh.changelog_topic == second                           # and it knows the sizes the worker knew
+    assert (fresh.changelog_bytes, fresh.changelog_snapshot_bytes) == (store.changelog_bytes, store.changelog_snapshot_bytes)
+
+
+def test_a_compaction_cut_short_leaves_a_whole_generation_to_recover_from(settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(state_store, "MAX_DELTA_BYTES", 400)
+    bootstrap = settings.kafka.bootstrap_servers
+    first, second = changelog_generation(settings, 0), changelog_generation(settings, 1)
+    ensure_topics(bootstrap, [first], 1, 1)
+
+    async def scenario():
+        store = StateStore(tmp_path / "state")
+        producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
+        await producer.start()
+        try:
+            await write_batches(settings, store, producer, first)
+        finally:
+            await producer.stop()
+        snapshot = store.snapshot("snapshot-test")
+        assert len(snapshot) > 1
+        outcomes = {}
+        # Killed while writing the snapshot: its first record only. A fresh machine takes the old generation.
+        ensure_topics(bootstrap, [second], 1, 1)
+        await write_records(settings, bootstrap, second, snapshot[:1])
+        fresh = StateStore(tmp_path / "fresh-1")
+        outcomes["cut short, fresh machine"] = (await recover_state(settings, bootstrap, fresh), contents(fresh),
+                                                generations(settings))
+        # Killed after the whole snapshot, before the worker followed it: a restart keeps the old generation...
+        ensure_topics(bootstrap, [second], 1, 1)
+        await write_records(settings, bootstrap, second, snapshot)
+        outcomes["whole, restart"] = (await recover_state(settings, bootstrap, store), contents(store),
+                                      generations(settings))
+        # ...and a fresh machine takes the new one, which holds the same state.
+        ensure_topics(bootstrap, [second], 1, 1)
+        await write_records(settings, bootstrap, second, snapshot)
+        fresh = StateStore(tmp_path / "fresh-2")
+        outcomes["whole, fresh machine"] = (await recover_state(settings, bootstrap, fresh), contents(fresh),
+                                            generations(settings))
+        return contents(store), outcomes
+
+    expected, outcomes = asyncio.run(scenario())
+    report, state, left = outcomes["cut short, fresh machine"]
+    assert report["changelog"] == first and state == expected and left == [first]
+    report, state, left = outcomes["whole, restart"]
+    assert report["changelog"] == first and report["replayed_records"] == 0 and state == expected and left == [first]
+    report, state, left = outcomes["whole, fresh machine"]
+    assert report["changelog"] == second and state == expected and left == [second]
+
+
+@pytest.mark.parametrize("step", ["", "snapshot", "switch"])
+def test_worker_compacts_and_keeps_every_customer_id(settings, tmp_path, step):
+    """A real worker with a small threshold compacts while it resolves; stopped by a kill inside the compaction
+    (after the snapshot, or after switching to it) or not at all, the worker started again, on this machine or
+    a fresh one, resolves known people to the ids they had."""
+    settings = with_compaction(settings, min_bytes=1, factor=10)
+    bootstrap = settings.kafka.bootstrap_servers
+    topic = channel_topic(settings, "compaction")
+    ensure_topics(bootstrap, [topic], settings.topics.partitions, 1)
+    people = 30
+    rounds = [[channel_event(f"W-{r}-{p}", [("email", f"k{p}@x.com")], p) for p in range(r * 10, r * 10 + 10)]
+              for r in range(3)]
+    again = [channel_event(f"A-{p}", [("email", f"k{p}@x.com")], 600 + p) for p in range(people)]
+
+    class Running:
+        pass
+
+    async def timeline_ids(hub, count: int) -> dict[str, str]:
+        deadline = time.monotonic() + 90
+        while True:
+            ids = {record["event_id"]: record["customer_id"]
+                   for _, record in await read(settings, hub, settings.topics.customer_timeline, "timeline_event")}
+            if len(ids) >= count:
+                return ids
+            assert time.monotonic() < deadline, hub.worker.log_file.read_text()[-3000:]
+            await asyncio.sleep(0.5)
+
+    async def scenario():
+        hub = Running()
+        hub.bootstrap = bootstrap
+        env = child_environment(settings, bootstrap)
+        if step:
+            env["OMNIHUB_CRASH_AFTER"] = step
+        log = tmp_path / "first.log"
+        first = spawn([sys.executable, "-m", "infra.cli", "worker"], log, env=env)
+        hub.worker = Running()
+        hub.worker.log_file = log
+        for events in rounds:   # one batch each: the changelog holds a record a batch
+            await produce(settings, topic, events)
+            await timeline_ids(hub, sum(len(r) for r in rounds[:rounds.index(events) + 1]))
+        deadline = time.monotonic() + 60
+        while "changelog compacted" not in log.read_text() and first.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.5)
+        if step:
+            code = await asyncio.to_thread(first.wait, 30)
+        else:
+            first.kill()
+            code = await asyncio.to_thread(first.wait, 30)
+        before = await timeline_ids(hub, people)
+        followed = generations(settings)
+        worker = WorkerProcess(settings, bootstrap).start()   # on this machine: its RocksDB as the kill left it
+        hub.worker = worker
+        try:
+            await produce(settings, topic, again)
+            after = await timeline_ids(hub, 2 * people)
+        finally:
+            worker.stop()
+        restarted = worker.log_file.read_text()
+        import shutil
+        shutil.rmtree(settings.data_dir / "state")   # a fresh machine
+        worker = WorkerProcess(settings, bootstrap).start()
+        hub.worker = worker
+        try:
+            late = [channel_event(f"F-{p}", [("email", f"k{p}@x.com")], 900 + p) for p in range(people)]
+            await produce(settings, topic, late)
+            fresh = await timeline_ids(hub, 3 * people)
+        finally:
+            worker.stop()
+        return code, log.read_text(), before, followed, after, restarted, fresh
+
+    code, first_log, before, followed, after, restarted, fresh = asyncio.run(scenario())
+    assert ("changelog compacted" in first_log) == (step == "")   # a kill inside comes before the line
+    if step:
+        assert code == 137 and f"OMNIHUB_CRASH_AFTER={step}" in first_log
+    assert len(followed) == (1 if step == "" else 2), followed   # a kill inside leaves the other to delete
+    first_ids = {event["event_id"]: customer_of(settings, "email:" + event["identifiers"][0]["value"])
+                 for r in rounds for event in r}
+    assert {e: before[e] for e in first_ids} == first_ids
+    for event in again:   # known people keep their ids, after a restart and on a fresh machine
+        assert after[event["event_id"]] == customer_of(settings, "email:" + event["identifiers"][0]["value"])
+    for p in range(people):
+        assert fresh[channel_event(f"F-{p}", [], 0)["event_id"]] == customer_of(settings, f"email:k{p}@x.com")
+    assert len(generations(settings)) == 1
+    assert "deleted the resolution state's changelog generations" in restarted or step == ""
+
+
+def test_compaction_is_due_when_the_generation_outgrows_the_state(settings, tmp_path):
+    store = StateStore(tmp_path / "state")
+    due = lambda min_bytes, factor: compaction_due(with_compaction(settings, min_bytes, factor), store)  # noqa: E731
+    store.apply({}, 9, generation_bytes=1_000, snapshot_bytes=400)   # a generation that began with a snapshot
+    assert not due(1, 3) and due(1, 2.5)                              # its size against the snapshot's
+    assert not due(1_001, 2)                                          # and never under the minimum
+    store.apply({}, 9, generation_bytes=1_200)
+    assert due(1, 3)
+    first = StateStore(tmp_path / "first")                           # the first generation: no snapshot yet,
+    first.apply({}, 9, written=500)                                    # the state's size is RocksDB's estimate
+    assert first.changelog_snapshot_bytes == 0 and first.state_bytes == 0   # all of it still in the memtable
+    assert compaction_due(with_compaction(settings, 500), first)
+    assert not compaction_due(with_compaction(settings, 501), first)
