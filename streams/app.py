@@ -62,7 +62,7 @@ from infra.settings import Settings
 from streams.checkpoint import Checkpoint
 from streams.resolver import Outputs, Resolver
 from streams.state_migration import needs_migration, tokenized_state
-from streams.state_store import ChangelogReplay, StateStore, delta_records
+from streams.state_store import ChangelogReplay, StateStore, delta_records, generation_complete_record
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ LOAD_BATCH_SECONDS = 0.5
 TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
 FAUST_SESSION_TIMEOUT_MS = 3000
 COMPACTION_CHECK_SECONDS = 10.0   # how often the worker asks whether its state changelog is due for compaction
+COMPACTION_RETRY_SECONDS = 300    # after a failed compaction (each writes the whole state)
+CATCH_UP_UNDER_LOCK = 20          # changelog records written during a snapshot left for the switch (about 4 MB)
 
 
 def state_changelog(settings: Settings) -> str:
@@ -108,29 +110,57 @@ def compaction_due(settings: Settings, store: StateStore) -> bool:
     return store.changelog_bytes >= max(rules.changelog_compact_min_bytes, rules.changelog_compact_factor * state)
 
 
-async def compact_changelog(settings: Settings, bootstrap: str, store: StateStore, writer: Checkpoint) -> dict:
-    """Write the whole state as the changelog's next generation, follow it, delete the one before. The caller
-    holds the state's lock: no batch is resolved meanwhile (about 6 s of pause a million identifiers here,
-    bench_recovery.py). A kill before the switch leaves the old generation followed and the new one to be
-    deleted at the next start; after it, the new one followed and the old one to be deleted."""
+async def compact_changelog(settings: Settings, bootstrap: str, store: StateStore, writer: Checkpoint,
+                            turn: asyncio.Lock) -> dict:
+    """Write the whole state as the changelog's next generation, follow it, delete the one before. Resolution
+    goes on meanwhile: the snapshot is a point in time of RocksDB (taken holding the state's lock, `turn`,
+    with every batch applied), and the batches written to the old generation after it are written again
+    after the snapshot, then a completion record, then the worker follows the new generation (holding the
+    lock again). A kill before that leaves the old generation followed and the new one deleted at the next
+    start (a fresh machine takes a new one only if it is complete); after it, the old one deleted."""
     started = time.monotonic()
-    await writer.drain()
-    writer.apply_acknowledged()
-    old = writer.changelog
+    async with turn:
+        await writer.drain()
+        writer.apply_acknowledged()
+        old = writer.changelog
+        replaced = (store.changelog_offset + 1, store.changelog_bytes)
+        view = store.db.snapshot()
+        writer.tee = []   # the changelog records written from now on: to follow the snapshot in the new generation
+    paused = time.monotonic() - started
     new = changelog_generation(settings, (generation_number(settings, old) or 0) + 1)
-    await asyncio.to_thread(ensure_topics, bootstrap, [new], 1, settings.topics.replication_factor)
-    replaced = (store.changelog_offset + 1, store.changelog_bytes)
-    records = await asyncio.to_thread(store.snapshot, f"snapshot-{uuid.uuid4().hex[:12]}")
-    offset = await writer.write_changelog(new, records)
-    writer.crash_point("snapshot")
-    size = sum(map(len, records))
-    store.apply({}, offset, writer.broker, topic=new, generation_bytes=size, snapshot_bytes=size)
-    writer.changelog = new
+    try:
+        await asyncio.to_thread(ensure_topics, bootstrap, [new], 1, settings.topics.replication_factor)
+        records = await asyncio.to_thread(store.snapshot, f"snapshot-{uuid.uuid4().hex[:12]}", view)
+        del view
+        await writer.write_changelog(new, records)
+        writer.crash_point("snapshot")
+        caught_up: list[bytes] = []
+        while len(writer.tee) > CATCH_UP_UNDER_LOCK:   # what came meanwhile, most of it without the lock
+            chunk = writer.tee[:]
+            del writer.tee[:len(chunk)]
+            await writer.write_changelog(new, chunk)
+            caught_up += chunk
+        async with turn:
+            switching = time.monotonic()
+            await writer.drain()
+            writer.apply_acknowledged()
+            rest, writer.tee = writer.tee, None
+            since = caught_up + rest
+            tail = rest + [generation_complete_record(uuid.uuid4().hex[:12])]
+            offset = await writer.write_changelog(new, tail)
+            snapshot = sum(map(len, records))
+            store.apply({}, offset, writer.broker, topic=new, snapshot_bytes=snapshot,
+                        generation_bytes=snapshot + sum(map(len, since)) + len(tail[-1]))
+            writer.changelog = new
+            paused += time.monotonic() - switching
+    finally:
+        writer.tee = None
     writer.crash_point("switch")
     deleted = await delete_generations(bootstrap, [old])
     report = {"from": old, "to": new, "records_replaced": replaced[0], "mb_replaced": round(replaced[1] / 1e6, 1),
-              "snapshot_records": len(records), "snapshot_mb": round(size / 1e6, 1), "old_deleted": bool(deleted),
-              "seconds": round(time.monotonic() - started, 3)}
+              "snapshot_records": len(records), "snapshot_mb": round(snapshot / 1e6, 1),
+              "records_during_snapshot": len(since), "old_deleted": bool(deleted),
+              "seconds": round(time.monotonic() - started, 3), "paused_seconds": round(paused, 3)}
     log.info("resolution state's changelog compacted: %s", report)
     return report
 
@@ -269,16 +299,19 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
                                          message.offset if message else -1, out)
                 await (await checkpoint()).write(resolver.finish(out).sends)
 
+    compaction = {"next": 0.0}
+
     @app.timer(interval=COMPACTION_CHECK_SECONDS)
     async def compact_state_changelog():
         writer = await checkpoint()
-        async with turn:
-            if compaction_due(settings, store):
-                try:
-                    await compact_changelog(settings, bootstrap, store, writer)
-                except Exception as error:   # the state still follows its generation, whole: try again later
-                    log.error("compacting the resolution state's changelog failed (it keeps %s and tries again): "
-                              "%s: %s", writer.changelog, type(error).__name__, error)
+        if time.monotonic() < compaction["next"] or not compaction_due(settings, store):
+            return
+        try:
+            await compact_changelog(settings, bootstrap, store, writer, turn)
+        except Exception as error:   # the state still follows its generation, whole: try again later
+            compaction["next"] = time.monotonic() + COMPACTION_RETRY_SECONDS
+            log.error("compacting the resolution state's changelog failed (it keeps %s and tries again in %d s): "
+                      "%s: %s", writer.changelog, COMPACTION_RETRY_SECONDS, type(error).__name__, error)
 
     threshold = {"next": 0.0}
 
@@ -383,15 +416,18 @@ async def recover_state(settings: Settings, bootstrap: str, store: StateStore, c
         log.error("the resolution state's changelog was on broker %s, this broker is %s: keeping the local state "
                   "and writing it to the new changelog", store.changelog_broker, this_broker)
         records = store.snapshot(f"snapshot-{uuid.uuid4().hex[:12]}")
+        records.append(generation_complete_record(uuid.uuid4().hex[:12]))
         offset = await write_records(settings, bootstrap, changelog, records)
         size = sum(map(len, records))
         store.apply({}, offset, this_broker, topic=changelog, generation_bytes=size, snapshot_bytes=size)
         return {"replayed_records": 0, "seconds": round(time.monotonic() - started, 3), "snapshot": True}
+    fresh = store.changelog_offset < 0
     report = await replay_changelog(settings, bootstrap, store, changelog, this_broker)
-    while store.changelog_offset < 0 and generation_number(settings, changelog):
-        # A snapshot a kill cut short: it was never followed. The generation before it is whole.
-        log.warning("the resolution state's changelog %s holds no whole snapshot: recovering from the one before",
+    while fresh and generation_number(settings, changelog) and not report["complete"]:
+        # A compaction a kill cut short: the new generation was never followed. The one before it is whole.
+        log.warning("the resolution state's changelog %s was never completed: recovering from the one before",
                     changelog)
+        store.clear()
         stale.append(changelog)
         changelog = generations.get(max([n for n in generations if n < generation_number(settings, changelog)],
                                         default=0), state_changelog(settings))
@@ -399,6 +435,8 @@ async def recover_state(settings: Settings, bootstrap: str, store: StateStore, c
         report = await replay_changelog(settings, bootstrap, store, changelog, this_broker)
     if stale and (deleted := await delete_generations(bootstrap, stale)):
         log.warning("deleted the resolution state's changelog generations it does not follow: %s", ", ".join(deleted))
+    if not generation_number(settings, changelog):
+        report.pop("complete")   # the first generation has no completion record: it began with the state
     report = {"changelog": changelog, **report, "seconds": round(time.monotonic() - started, 3)}
     log.info("resolution state recovered: %s", report)
     return report
@@ -430,8 +468,8 @@ async def replay_changelog(settings: Settings, bootstrap: str, store: StateStore
                 log.info("recovering the resolution state: at changelog offset %d of %d", position, end)
     finally:
         await consumer.stop()
-    applied = replay.applied
-    return {"from_offset": start, "replayed_records": replayed, "applied_batches": applied}
+    return {"from_offset": start, "replayed_records": replayed, "applied_batches": replay.applied,
+            "complete": replay.complete}
 
 
 async def write_records(settings: Settings, bootstrap: str, changelog: str, records: list[bytes]) -> int:

@@ -54,6 +54,7 @@ class Checkpoint:
         self._in_flight: list[asyncio.Task] = []
         self._queued: asyncio.Future | None = None   # set once the last batch's changelog records are queued
         self._acknowledged: deque = deque()   # (delta, changelog offset, its bytes), in order, not yet in RocksDB
+        self.tee: list[bytes] | None = None   # while a compaction's snapshot is written: the changelog records since
 
     async def write(self, sends: list[Send]) -> None:
         """Steps 1 and 2 for the state's pending changes and these records; returns once both are
@@ -74,6 +75,8 @@ class Checkpoint:
         if delta:
             self.batches += 1
             records = delta.records(f"{self.run_id}-{self.batches}")
+            if self.tee is not None:
+                self.tee.extend(records)
         previous = self._in_flight[-1] if self._in_flight else None
         queued = asyncio.get_running_loop().create_future()
         task = asyncio.ensure_future(self._complete(previous, self._queued, queued, delta, records, sends, commit))

@@ -244,12 +244,12 @@ class StateStore:
         still in the memtable is not counted)."""
         return self.db.property_int_value("rocksdb.estimate-live-data-size") or 0
 
-    def snapshot(self, batch_id: str) -> list[bytes]:
+    def snapshot(self, batch_id: str, view=None) -> list[bytes]:
         """The whole state as one changelog batch (records as Delta.records makes them), read from RocksDB as
-        stored: no value is decoded. Only what RocksDB holds: call it with nothing pending or in flight. Two
-        passes over a point-in-time view, the first for the parts' sizes, so the state is never held whole
-        in memory, only its compressed records."""
-        view = self.db.snapshot()
+        stored: no value is decoded. What RocksDB held when `view` (a RocksDB snapshot) was taken, or now:
+        take it with nothing pending or in flight. Two passes over that point in time, the first for the
+        parts' sizes, so the state is never held whole in memory, only its compressed records."""
+        view = view if view is not None else self.db.snapshot()
 
         def items():
             for stored_key, value in view.items():
@@ -267,6 +267,17 @@ class StateStore:
         if not records:   # an empty state: one part that changes nothing, so the snapshot is still a batch
             records.append(compressed_part(batch_id, 0, 1, []))
         return records
+
+    def clear(self) -> None:
+        """Delete everything: the state and where its changelog stands (recovery starting over)."""
+        keys = list(self.db.keys())
+        for start in range(0, len(keys), 100_000):
+            batch = WriteBatch(raw_mode=True)
+            for key in keys[start:start + 100_000]:
+                batch.delete(key)
+            self.db.write(batch)
+        for view in self.views.values():
+            view.cache.clear()
 
     def take_delta(self) -> Delta:
         """The batch's changes, moved from the views' pending writes to their in-flight deltas until
@@ -326,6 +337,15 @@ def delta_records(delta: dict[str, dict[str, Any]], batch_id: str) -> list[bytes
     return Delta(delta).records(batch_id)
 
 
+GENERATION_COMPLETE = "generation-complete-"   # the batch id prefix of the record that ends a snapshot's catch-up
+
+
+def generation_complete_record(run_id: str) -> bytes:
+    """The record that makes a new changelog generation whole: its snapshot and the batches written during it
+    are all before it (a batch that changes nothing)."""
+    return compressed_part(GENERATION_COMPLETE + run_id, 0, 1, [])
+
+
 class ChangelogReplay:
     """Recovery: feed a generation's records in order; each batch whose parts all arrived is written to
     RocksDB in one atomic write with the offset of its last record. A batch's parts go into that write as
@@ -340,6 +360,7 @@ class ChangelogReplay:
         self.size = 0
         self.writes: WriteBatch | None = None
         self.applied = 0
+        self.complete = False   # the generation's completion record was applied
 
     def add(self, record: bytes, offset: int, snapshot_first: bool = False) -> bool:
         """True when the record completed its batch (and the batch is in RocksDB). snapshot_first: this
@@ -367,6 +388,7 @@ class ChangelogReplay:
         self.store.db.write(self.writes)
         for view in self.store.views.values():   # what a view cached may be older than what was replayed
             view.cache.clear()
+        self.complete = self.complete or self.batch_id.startswith(GENERATION_COMPLETE)
         self.batch_id, self.parts, self.size, self.writes = None, 0, 0, None
         self.applied += 1
         return True

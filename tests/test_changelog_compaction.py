@@ -1,5 +1,6 @@
-"""The resolution state's changelog in generations: compacted into a snapshot, recovered from it on a fresh
-machine, and left whole by a compaction a kill cuts short (streams/app.py compact_changelog, recover_state)."""
+"""The resolution state's changelog in generations: compacted into a snapshot while batches go on, recovered
+from it on a fresh machine, and left whole by a compaction a kill cuts short (streams/app.py
+compact_changelog, recover_state)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,11 +13,11 @@ from aiokafka import AIOKafkaProducer
 from infra.hub import WorkerProcess, child_environment
 from infra.kafka import broker_id, ensure_topics, matching_topics, producer_config
 from infra.processes import spawn
-from streams import state_store
+from streams import app as streams_app, state_store
 from streams.app import (changelog_generation, compact_changelog, compaction_due, recover_state, state_changelog,
                          write_records)
 from streams.checkpoint import Checkpoint
-from streams.state_store import StateStore
+from streams.state_store import StateStore, generation_complete_record
 from tests.fixtures import channel_topic
 from tests.test_identity_stream import channel_event, customer_of, produce, read
 
@@ -37,8 +38,18 @@ def with_compaction(settings, min_bytes: int, factor: float = 3.0):
     return settings.model_copy(update={"streams": streams})
 
 
+async def state_written(settings, path) -> tuple[StateStore, AIOKafkaProducer, Checkpoint]:
+    """A state written in four batches through the worker's checkpoint to the first generation: keys written,
+    changed, deleted. The producer is still running: stop it."""
+    bootstrap = settings.kafka.bootstrap_servers
+    ensure_topics(bootstrap, [changelog_generation(settings, 0)], 1, 1)
+    store = StateStore(path)
+    producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
+    await producer.start()
+    return store, producer, await write_batches(settings, store, producer, changelog_generation(settings, 0))
+
+
 async def write_batches(settings, store: StateStore, producer, changelog: str) -> Checkpoint:
-    """Four batches through the worker's checkpoint: keys written, changed, deleted."""
     writer = Checkpoint(store, producer, changelog, broker_id(settings.kafka.bootstrap_servers))
     owners, clusters = store.views["owners"], store.views["clusters"]
     for batch in range(4):
@@ -54,21 +65,28 @@ async def write_batches(settings, store: StateStore, producer, changelog: str) -
     return writer
 
 
-def test_compaction_writes_a_snapshot_generation_a_fresh_machine_recovers_from(settings, tmp_path, monkeypatch):
+@pytest.mark.parametrize("under_lock", [0, 20])   # the batches written during the snapshot: before the lock, or under it
+def test_compaction_writes_a_snapshot_generation_a_fresh_machine_recovers_from(settings, tmp_path, monkeypatch,
+                                                                              under_lock):
     monkeypatch.setattr(state_store, "MAX_DELTA_BYTES", 400)   # a snapshot of several records
+    monkeypatch.setattr(streams_app, "CATCH_UP_UNDER_LOCK", under_lock)
     settings = with_compaction(settings, min_bytes=1)
     bootstrap = settings.kafka.bootstrap_servers
     first, second = changelog_generation(settings, 0), changelog_generation(settings, 1)
-    ensure_topics(bootstrap, [first], 1, 1)
 
     async def scenario():
-        store = StateStore(tmp_path / "state")
-        producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
-        await producer.start()
+        store, producer, writer = await state_written(settings, tmp_path / "state")
         try:
-            writer = await write_batches(settings, store, producer, first)
             assert compaction_due(settings, store)
-            report = await compact_changelog(settings, bootstrap, store, writer)
+            turn = asyncio.Lock()
+            compaction = asyncio.ensure_future(compact_changelog(settings, bootstrap, store, writer, turn))
+            while writer.tee is None:       # until the snapshot is taken: resolution goes on meanwhile
+                await asyncio.sleep(0)
+            async with turn:                # a batch written during the snapshot, to the old generation
+                store.views["owners"]["email:during"] = "c-during"
+                del store.views["owners"]["email:12"]
+                await writer.write([])
+            report = await compaction
             due_after = compaction_due(settings, store)
             before_late = store.changelog_bytes
             store.views["owners"]["email:late"] = "c-late"   # a batch after the switch goes to the new generation
@@ -83,12 +101,16 @@ def test_compaction_writes_a_snapshot_generation_a_fresh_machine_recovers_from(s
 
     store, fresh, report, due_after, recovered, late_bytes = asyncio.run(scenario())
     assert report["from"] == first and report["to"] == second and report["snapshot_records"] > 1 and late_bytes > 0
+    assert report["records_during_snapshot"] == 1                   # written again after the snapshot
     assert generations(settings) == [second]                        # the old generation is deleted
-    assert store.changelog_topic == second and store.changelog_snapshot_bytes == store.changelog_bytes - late_bytes
+    assert store.changelog_topic == second   # its size: the snapshot, the batch written during it, its completion, then one
+    assert 0 < store.changelog_snapshot_bytes < store.changelog_bytes - late_bytes
     assert not due_after                                             # not again until it grows
     assert recovered["changelog"] == second and recovered["from_offset"] == 0
     assert contents(fresh) == contents(store)
-    assert "email:3" not in dict(fresh.views["owners"].items()) and fresh.views["owners"]["email:late"] == "c-late"
+    owners = dict(fresh.views["owners"].items())
+    assert "email:3" not in owners and "email:12" not in owners
+    assert owners["email:during"] == "c-during" and owners["email:late"] == "c-late"
     assert fresh.changelog_topic == second                           # and it knows the sizes the worker knew
     assert (fresh.changelog_bytes, fresh.changelog_snapshot_bytes) == (store.changelog_bytes, store.changelog_snapshot_bytes)
 
@@ -97,45 +119,42 @@ def test_a_compaction_cut_short_leaves_a_whole_generation_to_recover_from(settin
     monkeypatch.setattr(state_store, "MAX_DELTA_BYTES", 400)
     bootstrap = settings.kafka.bootstrap_servers
     first, second = changelog_generation(settings, 0), changelog_generation(settings, 1)
-    ensure_topics(bootstrap, [first], 1, 1)
 
     async def scenario():
-        store = StateStore(tmp_path / "state")
-        producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
-        await producer.start()
-        try:
-            await write_batches(settings, store, producer, first)
-        finally:
-            await producer.stop()
+        store, producer, _ = await state_written(settings, tmp_path / "state")
+        await producer.stop()
         snapshot = store.snapshot("snapshot-test")
         assert len(snapshot) > 1
+        complete = generation_complete_record("test")
         outcomes = {}
-        # Killed while writing the snapshot: its first record only. A fresh machine takes the old generation.
+
+        async def fresh_machine(name: str, records: list[bytes]) -> None:
+            ensure_topics(bootstrap, [second], 1, 1)
+            await write_records(settings, bootstrap, second, records)
+            fresh = StateStore(tmp_path / name)
+            outcomes[name] = (await recover_state(settings, bootstrap, fresh), contents(fresh), generations(settings))
+
+        # Killed while writing the snapshot (its first record only), or after it and before the records written
+        # meanwhile and the completion record: a fresh machine takes the old generation, and nothing of the new.
+        await fresh_machine("cut short", snapshot[:1])
+        await fresh_machine("not completed", snapshot)
+        # Killed after the completion record, before the worker followed it: a restart keeps the old
+        # generation...
         ensure_topics(bootstrap, [second], 1, 1)
-        await write_records(settings, bootstrap, second, snapshot[:1])
-        fresh = StateStore(tmp_path / "fresh-1")
-        outcomes["cut short, fresh machine"] = (await recover_state(settings, bootstrap, fresh), contents(fresh),
-                                                generations(settings))
-        # Killed after the whole snapshot, before the worker followed it: a restart keeps the old generation...
-        ensure_topics(bootstrap, [second], 1, 1)
-        await write_records(settings, bootstrap, second, snapshot)
-        outcomes["whole, restart"] = (await recover_state(settings, bootstrap, store), contents(store),
-                                      generations(settings))
+        await write_records(settings, bootstrap, second, snapshot + [complete])
+        outcomes["restart"] = (await recover_state(settings, bootstrap, store), contents(store), generations(settings))
         # ...and a fresh machine takes the new one, which holds the same state.
-        ensure_topics(bootstrap, [second], 1, 1)
-        await write_records(settings, bootstrap, second, snapshot)
-        fresh = StateStore(tmp_path / "fresh-2")
-        outcomes["whole, fresh machine"] = (await recover_state(settings, bootstrap, fresh), contents(fresh),
-                                            generations(settings))
+        await fresh_machine("completed", snapshot + [complete])
         return contents(store), outcomes
 
     expected, outcomes = asyncio.run(scenario())
-    report, state, left = outcomes["cut short, fresh machine"]
-    assert report["changelog"] == first and state == expected and left == [first]
-    report, state, left = outcomes["whole, restart"]
+    for name in ("cut short", "not completed"):
+        report, state, left = outcomes[name]
+        assert report["changelog"] == first and state == expected and left == [first], name
+    report, state, left = outcomes["restart"]
     assert report["changelog"] == first and report["replayed_records"] == 0 and state == expected and left == [first]
-    report, state, left = outcomes["whole, fresh machine"]
-    assert report["changelog"] == second and state == expected and left == [second]
+    report, state, left = outcomes["completed"]
+    assert report["changelog"] == second and report["complete"] and state == expected and left == [second]
 
 
 @pytest.mark.parametrize("step", ["", "snapshot", "switch"])
