@@ -127,7 +127,9 @@ async def compact_changelog(settings: Settings, bootstrap: str, store: StateStor
         view = store.db.snapshot()
         writer.tee = []   # the changelog records written from now on: to follow the snapshot in the new generation
     paused = time.monotonic() - started
-    new = changelog_generation(settings, (generation_number(settings, old) or 0) + 1)
+    # A number never used: a compaction that failed may have left its generation, incomplete.
+    existing = await asyncio.to_thread(changelog_generations, settings, bootstrap)
+    new = changelog_generation(settings, max([*existing, generation_number(settings, old) or 0]) + 1)
     try:
         await asyncio.to_thread(ensure_topics, bootstrap, [new], 1, settings.topics.replication_factor)
         records = await asyncio.to_thread(store.snapshot, f"snapshot-{uuid.uuid4().hex[:12]}", view)
@@ -156,10 +158,10 @@ async def compact_changelog(settings: Settings, bootstrap: str, store: StateStor
     finally:
         writer.tee = None
     writer.crash_point("switch")
-    deleted = await delete_generations(bootstrap, [old])
+    deleted = await delete_generations(bootstrap, sorted({old, *existing.values()} - {new}))
     report = {"from": old, "to": new, "records_replaced": replaced[0], "mb_replaced": round(replaced[1] / 1e6, 1),
               "snapshot_records": len(records), "snapshot_mb": round(snapshot / 1e6, 1),
-              "records_during_snapshot": len(since), "old_deleted": bool(deleted),
+              "records_during_snapshot": len(since), "old_deleted": old in deleted,
               "seconds": round(time.monotonic() - started, 3), "paused_seconds": round(paused, 3)}
     log.info("resolution state's changelog compacted: %s", report)
     return report

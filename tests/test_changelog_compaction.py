@@ -157,6 +157,33 @@ def test_a_compaction_cut_short_leaves_a_whole_generation_to_recover_from(settin
     assert report["changelog"] == second and report["complete"] and state == expected and left == [second]
 
 
+def test_a_compaction_after_a_failed_one_takes_a_new_generation(settings, tmp_path, monkeypatch):
+    """A failed compaction may leave its generation with a whole snapshot and part of what followed it; the next
+    one must not write after that (keys deleted in between would come back): it takes the next number."""
+    monkeypatch.setattr(state_store, "MAX_DELTA_BYTES", 400)
+    bootstrap = settings.kafka.bootstrap_servers
+    first, failed, third = (changelog_generation(settings, n) for n in range(3))
+
+    async def scenario():
+        store, producer, writer = await state_written(settings, tmp_path / "state")
+        try:
+            ensure_topics(bootstrap, [failed], 1, 1)
+            await write_records(settings, bootstrap, failed, store.snapshot("snapshot-failed"))
+            del store.views["owners"]["email:15"]      # after the failed one's snapshot
+            await writer.write([])
+            writer.apply_acknowledged()
+            report = await compact_changelog(settings, bootstrap, store, writer, asyncio.Lock())
+        finally:
+            await producer.stop()
+        fresh = StateStore(tmp_path / "fresh")
+        return store, report, await recover_state(settings, bootstrap, fresh), fresh
+
+    store, report, recovered, fresh = asyncio.run(scenario())
+    assert report["to"] == third and report["old_deleted"] and generations(settings) == [third]
+    assert recovered["changelog"] == third and contents(fresh) == contents(store)
+    assert "email:15" not in dict(fresh.views["owners"].items())
+
+
 @pytest.mark.parametrize("step", ["", "snapshot", "switch"])
 def test_worker_compacts_and_keeps_every_customer_id(settings, tmp_path, step):
     """A real worker with a small threshold compacts while it resolves; stopped by a kill inside the compaction
