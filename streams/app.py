@@ -59,7 +59,7 @@ from infra.kafka import (broker_id, consumer_config, delete_topics, ensure_topic
 from infra.processes import tune_collector
 from infra.vault import open_vault
 from infra.settings import Settings
-from streams.checkpoint import Checkpoint
+from streams.checkpoint import Checkpoint, send_in_order
 from streams.resolver import Outputs, Resolver
 from streams.state_migration import needs_migration, tokenized_state
 from streams.state_store import ChangelogReplay, StateStore, delta_records, generation_complete_record
@@ -444,9 +444,9 @@ async def replay_changelog(settings: Settings, bootstrap: str, store: StateStore
     await consumer.start()
     start = store.changelog_offset + 1 if store.changelog_topic in ("", changelog) else 0
     replayed = 0
-    replay = ChangelogReplay(store, this_broker, changelog)
     # A generation after the first begins with its snapshot: its size decides when it is compacted again.
-    snapshot_first = start == 0 and bool(generation_number(settings, changelog))
+    replay = ChangelogReplay(store, this_broker, changelog,
+                             snapshot_first=start == 0 and bool(generation_number(settings, changelog)))
     try:
         reported = await consumer.end_offsets([partition])
         end = (await fetched_end_offsets(bootstrap, reported))[partition]
@@ -458,7 +458,7 @@ async def replay_changelog(settings: Settings, bootstrap: str, store: StateStore
             for message in batch.get(partition, []):
                 position = message.offset + 1
                 replayed += 1
-                replay.add(message.value, message.offset, snapshot_first)
+                replay.add(message.value, message.offset)
             if not batch and position < end:
                 log.info("recovering the resolution state: at changelog offset %d of %d", position, end)
     finally:
@@ -472,10 +472,9 @@ async def write_records(settings: Settings, bootstrap: str, changelog: str, reco
     producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
     await producer.start()
     try:
-        acks = await asyncio.gather(*[await producer.send(changelog, record, partition=0) for record in records])
+        return await send_in_order(producer, changelog, records)
     finally:
         await producer.stop()
-    return acks[-1].offset
 
 
 def run_worker(settings: Settings, bootstrap: str, loglevel: str = "info") -> None:

@@ -45,6 +45,12 @@ CRASH_AFTER = os.environ.get("OMNIHUB_CRASH_AFTER", "")
 MAX_IN_FLIGHT = 4
 
 
+async def send_in_order(producer: AIOKafkaProducer, topic: str, records: list[bytes]) -> int:
+    """Keyless records to a one-partition topic (a changelog), in order, all acknowledged; the last one's offset."""
+    acks = await asyncio.gather(*[await producer.send(topic, record, partition=0) for record in records])
+    return acks[-1].offset
+
+
 class Checkpoint:
     def __init__(self, store: StateStore, producer: AIOKafkaProducer, changelog: str, broker: str):
         self.store, self.producer, self.changelog, self.broker = store, producer, changelog, broker
@@ -126,8 +132,7 @@ class Checkpoint:
     async def write_changelog(self, topic: str, records: list[bytes]) -> int:
         """Changelog records (a snapshot) on `topic`, in order, all acknowledged; returns the last one's offset.
         Through the producer's own batching: a snapshot's records are many, and nothing else waits for them."""
-        acks = await asyncio.gather(*[await self.producer.send(topic, record, partition=0) for record in records])
-        return acks[-1].offset
+        return await send_in_order(self.producer, topic, records)
 
     async def publish(self, sends: list[Send]) -> None:
         """Every record, in order within each partition, all acknowledged."""

@@ -353,8 +353,9 @@ class ChangelogReplay:
     parts, and held decoded until its end it took 14.6 GB and 52 s to apply (bench_recovery.py). A batch
     left incomplete by a crash is dropped when the next one begins: its events were redelivered."""
 
-    def __init__(self, store: StateStore, broker: str, topic: str):
-        self.store, self.broker, self.topic = store, broker, topic
+    def __init__(self, store: StateStore, broker: str, topic: str, snapshot_first: bool = False):
+        """snapshot_first: this generation begins with its snapshot, whose size is recorded as such."""
+        self.store, self.broker, self.topic, self.snapshot_first = store, broker, topic, snapshot_first
         self.batch_id: str | None = None
         self.parts = 0
         self.size = 0
@@ -362,9 +363,8 @@ class ChangelogReplay:
         self.applied = 0
         self.complete = False   # the generation's completion record was applied
 
-    def add(self, record: bytes, offset: int, snapshot_first: bool = False) -> bool:
-        """True when the record completed its batch (and the batch is in RocksDB). snapshot_first: this
-        generation begins with its snapshot, whose size is recorded as such."""
+    def add(self, record: bytes, offset: int) -> bool:
+        """True when the record completed its batch (and the batch is in RocksDB)."""
         # records written before compression are plain JSON
         part = orjson.loads(lz4.frame.decompress(record) if record[:4] == LZ4_FRAME_MAGIC else record)
         if part["batch"] != self.batch_id or part["part"] != self.parts:
@@ -382,7 +382,7 @@ class ChangelogReplay:
         self.size += len(record)
         if self.parts < part["parts"]:
             return False
-        first_snapshot = snapshot_first and self.applied == 0
+        first_snapshot = self.snapshot_first and self.applied == 0
         self.store.write_position(self.writes, offset, self.broker, topic=self.topic, written=self.size,
                                   snapshot_bytes=self.size if first_snapshot else None)
         self.store.db.write(self.writes)
