@@ -129,11 +129,6 @@ class Checkpoint:
         while self._in_flight:
             await self._in_flight.pop(0)
 
-    async def write_changelog(self, topic: str, records: list[bytes]) -> int:
-        """Changelog records (a snapshot) on `topic`, in order, all acknowledged; returns the last one's offset.
-        Through the producer's own batching: a snapshot's records are many, and nothing else waits for them."""
-        return await send_in_order(self.producer, topic, records)
-
     async def publish(self, sends: list[Send]) -> None:
         """Every record, in order within each partition, all acknowledged."""
         await asyncio.gather(*[future for future, _ in await self._queue(sends)])

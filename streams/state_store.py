@@ -21,12 +21,14 @@ after the offset its RocksDB holds.
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, MutableMapping
 
 import lz4.frame
 import orjson
-from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch
+from rocksdict import AccessType, BlockBasedOptions, Checkpoint as RocksCheckpoint, Options, Rdict, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +203,9 @@ class StateStore:
     def __init__(self, path: Path):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        for frozen in path.parent.glob(f"{path.name}.frozen-*"):   # left by a compaction a kill cut short
+            shutil.rmtree(frozen, ignore_errors=True)
         self.db = Rdict(str(path), rocksdb_options())
         self.views = {name: StateView(self.db, name) for name in VIEWS}
 
@@ -244,29 +249,44 @@ class StateStore:
         still in the memtable is not counted)."""
         return self.db.property_int_value("rocksdb.estimate-live-data-size") or 0
 
-    def snapshot(self, batch_id: str, view=None) -> list[bytes]:
-        """The whole state as one changelog batch (records as Delta.records makes them), read from RocksDB as
-        stored: no value is decoded. What RocksDB held when `view` (a RocksDB snapshot) was taken, or now:
-        take it with nothing pending or in flight. Two passes over that point in time, the first for the
-        parts' sizes, so the state is never held whole in memory, only its compressed records."""
-        view = view if view is not None else self.db.snapshot()
+    def freeze(self) -> Path:
+        """The state as it is now, kept apart for snapshot() while this store goes on changing: a RocksDB
+        checkpoint (the memtable flushed, then the files hard-linked), next to the store. Not rocksdict's
+        Snapshot: iterating one reads the live database (rocksdict 0.3.29; tests/test_state_store.py)."""
+        frozen = self.path.with_name(f"{self.path.name}.frozen-{uuid.uuid4().hex[:12]}")
+        RocksCheckpoint(self.db).create_checkpoint(str(frozen))
+        return frozen
 
-        def items():
-            for stored_key, value in view.items():
-                if not stored_key.startswith(b"\x00"):   # the store's own bookkeeping, not a view
-                    name, _, key = stored_key.partition(b"\x00")
-                    yield name, key.decode(), value
+    def snapshot(self, batch_id: str, frozen: Path | None = None) -> list[bytes]:
+        """The whole state as one changelog batch (records as Delta.records makes them): snapshot_parts, listed."""
+        return list(self.snapshot_parts(batch_id, frozen))
 
-        sizes = split_parts([len(name) + len(orjson.dumps(key)) + len(value) + 6 for name, key, value in items()])
-        records, part, index = [], [], 0
-        for name, key, value in items():
-            part.append(change_item(name, key, value))
-            if len(part) == len(sizes[index]):
-                records.append(compressed_part(batch_id, index, len(sizes), part))
-                part, index = [], index + 1
-        if not records:   # an empty state: one part that changes nothing, so the snapshot is still a batch
-            records.append(compressed_part(batch_id, 0, 1, []))
-        return records
+    def snapshot_parts(self, batch_id: str, frozen: Path | None = None) -> Iterator[bytes]:
+        """The whole state as one changelog batch, a record at a time, read from RocksDB as stored: no value is
+        decoded. What the store held at freeze() (that copy is deleted once read), or now: take it with nothing
+        pending or in flight. Two passes over that point in time, the first for the parts' sizes, so that
+        neither the state nor its records are ever held whole in memory."""
+        view = self.db if frozen is None else Rdict(str(frozen), rocksdb_options(), access_type=AccessType.read_only())
+        try:
+            def items():
+                for stored_key, value in view.items():
+                    if not stored_key.startswith(b"\x00"):   # the store's own bookkeeping, not a view
+                        name, _, key = stored_key.partition(b"\x00")
+                        yield name, key.decode(), value
+
+            sizes = split_parts([len(name) + len(orjson.dumps(key)) + len(value) + 6 for name, key, value in items()])
+            part, index = [], 0
+            for name, key, value in items():
+                part.append(change_item(name, key, value))
+                if len(part) == len(sizes[index]):
+                    yield compressed_part(batch_id, index, len(sizes), part)
+                    part, index = [], index + 1
+            if index == 0:   # an empty state: one part that changes nothing, so the snapshot is still a batch
+                yield compressed_part(batch_id, 0, 1, [])
+        finally:
+            if frozen is not None:
+                view.close()
+                shutil.rmtree(frozen, ignore_errors=True)
 
     def clear(self) -> None:
         """Delete everything: the state and where its changelog stands (recovery starting over)."""

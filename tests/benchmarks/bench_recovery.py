@@ -16,13 +16,22 @@ worker's timer runs once the generation outgrows the state; built in batches of 
 has not) and times a fresh machine again, which now replays the snapshot. Prints each, the recovery the
 worker logged, the compaction (how long, and how long the state's lock was held: resolution waits only
 for that), and the worker's peak memory.
+
+Last, the compaction as a live worker meets it: a steady load (--load-rate events/s of known and new people
+for --load-seconds, sealed as connectors seal them) through a worker whose compaction is due once its
+generation outgrows the snapshot by a few percent (--compact-factor), so it compacts during the load. Prints
+each compaction the worker logged, and the time from each event's send to its timeline record (p50, p99, max)
+for events sent while a compaction ran and for the others, with the events not yet resolved sampled every
+second.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -165,9 +174,159 @@ def peak_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
 
 
+def load_events(identifiers: int, count: int, seed: int = 11) -> list[dict]:
+    """Orders and support tickets, most of known people, a tenth of people not seen before, as mapped."""
+    rng = random.Random(seed)
+    events = []
+    for n in range(count):
+        person = identifiers + n if n % 10 == 0 else rng.randrange(identifiers - 1)
+        order, ticket = channel_events(n, person)
+        event = ticket if n % 4 == 1 else order
+        event["event_id"] = f"bench-load-{n}"
+        event["identifiers"][0]["value"] = f"person{person}@example.com"
+        events.append(event)
+    return events
+
+
+async def offer_steadily(settings, bootstrap: str, encoded: list[tuple[str, bytes]], rate: int,
+                         sent: dict[str, float]) -> None:
+    """Send the encoded events at `rate` a second, in tenths of a second, noting each one's send time."""
+    producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
+    await producer.start()
+    try:
+        per_tick, began = max(1, rate // 10), time.time()
+        for tick, start in enumerate(range(0, len(encoded), per_tick)):
+            await asyncio.sleep(max(0.0, began + tick / 10 - time.time()))
+            now = time.time()
+            for event_id, value in encoded[start:start + per_tick]:
+                sent[event_id] = now
+                await producer.send("channel.bench", value, key=event_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def resolved_times(settings, bootstrap: str, sent: dict[str, float], expected: int, done: asyncio.Event,
+                         resolved: dict[str, float], timeout: float) -> list[int]:
+    """Note when each sent event's timeline record arrives; sample the events sent but not yet resolved every
+    second. Returns the samples."""
+    decode = codec("timeline_event").decode
+    consumer = AIOKafkaConsumer(settings.topics.customer_timeline, **consumer_config(settings, bootstrap, group_id=None))
+    await consumer.start()
+    samples, next_sample, deadline = [], time.time() + 1, time.time() + timeout
+    try:
+        while len(resolved) < expected and time.time() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.time()
+                for message in messages:
+                    event_id = decode(message.value)["event_id"]
+                    if event_id in sent and event_id not in resolved:
+                        resolved[event_id] = now
+            if time.time() >= next_sample and not done.is_set():
+                samples.append(len(sent) - len(resolved))
+                next_sample += 1
+            if len(sent) == expected:
+                done.set()
+    finally:
+        await consumer.stop()
+    return samples
+
+
+def compactions_logged(worker: WorkerProcess) -> list[dict]:
+    """The compactions in the worker's log, each with its start and end (epoch seconds)."""
+    found = []
+    for line in worker.log_file.read_text(errors="replace").splitlines():
+        if "changelog compacted: " in line:
+            ended = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+            report = ast.literal_eval(line.partition("changelog compacted: ")[2])
+            found.append({**report, "start": ended - report["seconds"], "end": ended})
+    return found
+
+
+def state_sizes(settings, settle: bool = False) -> str:
+    """What the compaction policy weighs; with settle, after RocksDB merged its files (as it does in time),
+    so that its estimate of the state no longer counts superseded values."""
+    store = StateStore(Path(settings.data_dir) / "state")
+    try:
+        if settle:
+            store.db.flush()
+            store.db.compact_range(None, None)
+        return (f"generation {store.changelog_bytes / 1e6:,.1f} MB, its snapshot {store.changelog_snapshot_bytes / 1e6:,.1f} MB, "
+                f"RocksDB's estimate {store.state_bytes / 1e6:,.1f} MB")
+    finally:
+        store.close()
+
+
+def percentiles(latencies: list[float]) -> str:
+    if not latencies:
+        return "none"
+    ordered = sorted(latencies)
+    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return f"p50 {at(0.5):.2f} s   p99 {at(0.99):.2f} s   max {ordered[-1]:.2f} s   ({len(ordered):,} events)"
+
+
+def compaction_under_load(settings, bootstrap: str, identifiers: int, rate: int, seconds: int, factor: float) -> dict:
+    """A worker compacting while a steady load flows through it: latency while compacting and otherwise."""
+    events = load_events(identifiers, rate * seconds)
+    sealer, encode = EdgeSealer(settings), codec("channel_event").encode
+    encoded = []
+    for start in range(0, len(events), BATCH):   # new people's keys stored a batch at a time, as connectors do
+        with sealer.vault.batch():
+            encoded += [(event["event_id"], encode(sealer.seal_event(event))) for event in events[start:start + BATCH]]
+    # Due once the generation outgrows the snapshot it starts with by `factor`: within the load, then again.
+    streams = settings.streams.model_copy(update={"changelog_compact_factor": factor, "changelog_compact_min_bytes": 1})
+    worker = WorkerProcess(settings.model_copy(update={"streams": streams}), bootstrap)
+    print(f"  before the load: {state_sizes(settings, settle=True)}", flush=True)
+    already = len(compactions_logged(worker)) if worker.log_file.exists() else 0
+    worker.start()
+    asyncio.run(resolved_after(settings, bootstrap, channel_events(5, 5000), time.monotonic()))   # resolving
+
+    async def run() -> tuple[dict[str, float], dict[str, float], list[int]]:
+        sent, resolved, done = {}, {}, asyncio.Event()
+        watching = asyncio.create_task(resolved_times(settings, bootstrap, sent, len(encoded), done, resolved,
+                                                      timeout=seconds + 300))
+        await offer_steadily(settings, bootstrap, encoded, rate, sent)
+        return sent, resolved, await watching
+
+    try:
+        sent, resolved, backlog = asyncio.run(run())
+        memory = peak_mb(worker.process.pid)
+    finally:
+        worker.stop()
+    print(f"  after the load: {state_sizes(settings)}", flush=True)
+    compactions = compactions_logged(worker)[already:]
+    during = [resolved[e] - at for e, at in sent.items() if e in resolved
+              and any(c["start"] <= at <= c["end"] for c in compactions)]
+    outside = [resolved[e] - at for e, at in sent.items() if e in resolved
+               and not any(c["start"] <= at <= c["end"] for c in compactions)]
+    return {"compactions": compactions, "during": during, "outside": outside, "sent": len(sent),
+            "unresolved": len(sent) - len(resolved), "backlog": backlog, "memory": memory}
+
+
+def print_under_load(result: dict, rate: int, seconds: int) -> None:
+    print(f"  compaction under load: {result['sent']:,} events offered at {rate:,}/s for {seconds} s, "
+          f"{result['unresolved']:,} not resolved; worker peak memory {result['memory']:,.0f} MB", flush=True)
+    for c in result["compactions"]:
+        print(f"    compacted in {c['seconds']:.1f} s (the state's lock held {c['paused_seconds']:.2f} s): "
+              f"{c['records_replaced']:,} records ({c['mb_replaced']:,.0f} MB) replaced by a snapshot of "
+              f"{c['snapshot_mb']:,.0f} MB, {c['records_during_snapshot']:,} batches written meanwhile caught up",
+              flush=True)
+    if not result["compactions"]:
+        print("    no compaction ran during the load: raise --load-seconds or lower --compact-factor", flush=True)
+    print(f"    send to timeline record, sent while compacting: {percentiles(result['during'])}", flush=True)
+    print(f"    send to timeline record, sent otherwise:        {percentiles(result['outside'])}", flush=True)
+    backlog = sorted(result["backlog"]) or [0]
+    print(f"    events sent and not yet resolved, each second: median {backlog[len(backlog) // 2]:,}, "
+          f"max {backlog[-1]:,} ({len(backlog)} samples)", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--identifiers", type=int, default=1_000_000)
+    parser.add_argument("--load-rate", type=int, default=2_000, help="events a second offered while compacting")
+    parser.add_argument("--load-seconds", type=int, default=120)
+    parser.add_argument("--compact-factor", type=float, default=1.05,
+                        help="the generation against the snapshot at which the loaded worker compacts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="omnihub-recovery-") as tmp:
         workdir = Path(tmp)
@@ -206,10 +365,18 @@ def main() -> int:
                     worker.process.wait()
                 else:
                     worker.stop()
+            under_load = compaction_under_load(settings, bootstrap, args.identifiers, args.load_rate,
+                                               args.load_seconds, args.compact_factor)
+            print_under_load(under_load, args.load_rate, args.load_seconds)
+    ordered = {phase: sorted(under_load[phase]) or [0.0] for phase in ("during", "outside")}
     print(json.dumps({"identifiers": args.identifiers, "first_start_s": round(figures[0], 1),
                       "after_kill_s": round(figures[1], 1), "fresh_machine_s": round(figures[2], 1),
                       "compaction_s": compaction["seconds"], "compaction_paused_s": compaction["paused_seconds"],
-                      "fresh_machine_after_compaction_s": round(figures[3], 1)}))
+                      "fresh_machine_after_compaction_s": round(figures[3], 1),
+                      "compactions_under_load": len(under_load["compactions"]),
+                      "compaction_under_load_s": [c["seconds"] for c in under_load["compactions"]],
+                      "p99_while_compacting_s": round(ordered["during"][int(0.99 * (len(ordered["during"]) - 1))], 2),
+                      "p99_otherwise_s": round(ordered["outside"][int(0.99 * (len(ordered["outside"]) - 1))], 2)}))
     return 0
 
 
