@@ -180,6 +180,13 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int, replication
 BROKER_MARKER_PREFIX = "omnihub-broker-"
 
 
+def forget_topics(producer, topics) -> None:
+    """Stop asking the broker about these topics (about to be deleted): an aiokafka client asks for the metadata
+    of every topic it ever sent to, and logs an error at each refresh for one that no longer exists."""
+    client = producer.client
+    client.set_topics(set(client._topics) - set(topics))   # _topics: the set set_topics replaces; none is public
+
+
 def delete_topics(bootstrap: str, names: list[str]) -> list[str]:
     """Delete these topics where they exist; returns the ones deleted."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="omnihub-admin")

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: the kernel SIGKILLs the child when the process that started it dies, even by kill -9,
     so no broker or worker outlives its hub. Children are started from the main thread, because the
     signal follows the starting thread, not the process."""
@@ -30,7 +30,7 @@ def spawn(command: list[str], log_file: Path, env: dict[str, str] | None = None,
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as handle:
         return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=new_session, preexec_fn=_die_with_parent)
+                                start_new_session=new_session, preexec_fn=die_with_parent)
 
 
 def describe_exit(returncode: int | None) -> str:

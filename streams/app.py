@@ -48,23 +48,23 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
-from collections import deque
 from pathlib import Path
-from typing import Iterator
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra.kafka import (broker_id, consumer_config, delete_topics, ensure_topics, fetched_end_offsets,
-                         matching_partitions, matching_topics, producer_config)
-from infra.processes import tune_collector
+                         forget_topics, matching_partitions, matching_topics, producer_config)
+from infra.processes import describe_exit, die_with_parent, tune_collector
 from infra.vault import open_vault
 from infra.settings import Settings
 from streams.checkpoint import Checkpoint, send_in_order
 from streams.resolver import Outputs, Resolver
 from streams.state_migration import needs_migration, tokenized_state
+from streams import state_store
 from streams.state_store import ChangelogReplay, StateStore, delta_records, generation_complete_record
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,6 @@ TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
 FAUST_SESSION_TIMEOUT_MS = 3000
 COMPACTION_CHECK_SECONDS = 10.0   # how often the worker asks whether its state changelog is due for compaction
 COMPACTION_RETRY_SECONDS = 300    # after a failed compaction (each writes the whole state)
-SNAPSHOT_IN_FLIGHT = 8            # a compaction's snapshot records (up to MAX_DELTA_BYTES each) awaiting the broker
 CATCH_UP_UNDER_LOCK = 20          # changelog records written during a snapshot left for the switch (about 4 MB)
 
 
@@ -117,10 +116,10 @@ def compaction_due(settings: Settings, store: StateStore) -> bool:
 async def compact_changelog(settings: Settings, bootstrap: str, store: StateStore, writer: Checkpoint,
                             turn: asyncio.Lock) -> dict:
     """Write the whole state as the changelog's next generation, follow it, delete the one before. Resolution
-    goes on meanwhile: the snapshot is read from a point-in-time copy of RocksDB (a checkpoint, taken holding
-    the state's lock, `turn`, with every batch applied), and the batches written to the old generation after it are written again
-    after the snapshot, then a completion record, then the worker follows the new generation (holding the
-    lock again). A kill before that leaves the old generation followed and the new one deleted at the next
+    goes on meanwhile: the snapshot is written by another process from a point-in-time copy of RocksDB (a
+    checkpoint, taken holding the state's lock, `turn`, with every batch applied), and the batches written to
+    the old generation after it are written again after the snapshot, then a completion record, then the
+    worker follows the new generation (holding the lock again). A kill before that leaves the old generation followed and the new one deleted at the next
     start (a fresh machine takes a new one only if it is complete); after it, the old one deleted."""
     started = time.monotonic()
     async with turn:
@@ -137,11 +136,10 @@ async def compact_changelog(settings: Settings, bootstrap: str, store: StateStor
         existing = await asyncio.to_thread(changelog_generations, settings, bootstrap)
         new = changelog_generation(settings, max([*existing, generation_number(settings, old) or 0]) + 1)
         await asyncio.to_thread(ensure_topics, bootstrap, [new], 1, settings.topics.replication_factor)
-        producer = AIOKafkaProducer(**producer_config(settings, bootstrap))
-        await producer.start()
-        parts = store.snapshot_parts(f"snapshot-{uuid.uuid4().hex[:12]}", frozen)
-        snapshot_records, snapshot = await write_paced(producer, new, parts)
+        snapshot_records, snapshot = await write_frozen_snapshot(settings, bootstrap, frozen, new)
         writer.crash_point("snapshot")
+        producer = AIOKafkaProducer(**producer_config(settings, bootstrap))   # not behind the batches' outputs
+        await producer.start()
         caught_up: list[bytes] = []
         while len(writer.tee) > CATCH_UP_UNDER_LOCK:   # what came meanwhile, most of it without the lock
             chunk = writer.tee[:]
@@ -164,8 +162,9 @@ async def compact_changelog(settings: Settings, bootstrap: str, store: StateStor
         writer.tee = None
         if producer is not None:
             await producer.stop()
-        shutil.rmtree(frozen, ignore_errors=True)   # snapshot_parts deletes it once read; not if it never ran
+        shutil.rmtree(frozen, ignore_errors=True)   # the snapshot writer deletes it once read; not if it failed
     writer.crash_point("switch")
+    forget_topics(writer.producer, {old, *existing.values()} - {new})
     deleted = await delete_generations(bootstrap, sorted({old, *existing.values()} - {new}))
     report = {"from": old, "to": new, "records_replaced": replaced[0], "mb_replaced": round(replaced[1] / 1e6, 1),
               "snapshot_records": snapshot_records, "snapshot_mb": round(snapshot / 1e6, 1),
@@ -175,21 +174,26 @@ async def compact_changelog(settings: Settings, bootstrap: str, store: StateStor
     return report
 
 
-async def write_paced(producer: AIOKafkaProducer, topic: str, records: Iterator[bytes]) -> tuple[int, int]:
-    """A snapshot's records to a one-partition topic, in order, all acknowledged: (records, bytes). Each record
-    is made in a thread (the resolution goes on) and at most SNAPSHOT_IN_FLIGHT wait for the broker, so the
-    snapshot is never held whole and goes at the broker's pace. Through a producer of its own: behind the
-    worker's, the batches' outputs would wait for hundreds of megabytes of snapshot (4.8 s p99 latency at
-    2,000 events/s with 100,000 identifiers, bench_recovery.py)."""
-    acks: deque = deque()
-    count = size = 0
-    while (record := await asyncio.to_thread(next, records, None)) is not None:
-        acks.append(await producer.send(topic, record, partition=0))
-        count, size = count + 1, size + len(record)
-        if len(acks) >= SNAPSHOT_IN_FLIGHT:
-            await acks.popleft()
-    await asyncio.gather(*acks)
-    return count, size
+async def write_frozen_snapshot(settings: Settings, bootstrap: str, frozen: Path, topic: str) -> tuple[int, int]:
+    """The frozen state written to `topic` by a process of its own (streams/snapshot_writer.py says why), which
+    dies with the worker: (records, bytes)."""
+    kafka = json.loads(settings.kafka.model_dump_json()) | {"bootstrap_servers": bootstrap}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streams.snapshot_writer", str(frozen), topic, f"snapshot-{uuid.uuid4().hex[:12]}",
+        "--part-bytes", str(state_store.MAX_DELTA_BYTES), "--kafka", json.dumps(kafka),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+    try:
+        out, err = await child.communicate()
+    except BaseException:   # the worker stopping: the snapshot is not wanted any more
+        if child.returncode is None:
+            child.kill()
+        raise
+    if child.returncode != 0:
+        said = err.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"the snapshot writer stopped ({describe_exit(child.returncode)}): "
+                           f"{said[-1] if said else 'it said nothing'}")
+    written = json.loads(out.decode().strip().splitlines()[-1])
+    return written["records"], written["bytes"]
 
 
 async def delete_generations(bootstrap: str, topics: list[str]) -> list[str]:
@@ -311,6 +315,7 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
             except Exception as error:
                 log.warning("stopping with batches not acknowledged (they will be read again): %s", error)
             await consumer.stop()
+            await writer.producer.stop()   # else asyncio logs an "Unclosed AIOKafkaProducer" error at every stop
 
     @app.agent(commands, name="identity-commands")
     async def run_commands(stream):

@@ -182,6 +182,27 @@ def compressed_part(batch_id: str, index: int, count: int, items: list[bytes]) -
                                         b',"parts":', str(count).encode(), b',"changes":[', b",".join(items), b"]}")))
 
 
+def snapshot_parts(view: Rdict, batch_id: str) -> Iterator[bytes]:
+    """Everything in a RocksDB state as one changelog batch, a record at a time, read as stored: no value is
+    decoded. Two passes, the first for the parts' sizes, so that neither the state nor its records are ever
+    held whole in memory: the view must not change meanwhile."""
+    def items():
+        for stored_key, value in view.items():
+            if not stored_key.startswith(b"\x00"):   # the store's own bookkeeping, not a view
+                name, _, key = stored_key.partition(b"\x00")
+                yield name, key.decode(), value
+
+    sizes = split_parts([len(name) + len(orjson.dumps(key)) + len(value) + 6 for name, key, value in items()])
+    part, index = [], 0
+    for name, key, value in items():
+        part.append(change_item(name, key, value))
+        if len(part) == len(sizes[index]):
+            yield compressed_part(batch_id, index, len(sizes), part)
+            part, index = [], index + 1
+    if index == 0:   # an empty state: one part that changes nothing, so the snapshot is still a batch
+        yield compressed_part(batch_id, 0, 1, [])
+
+
 def rocksdb_options(file_bloom: bool = True, memtable_bloom: bool = True) -> Options:
     """Most reads of a new event's keys miss (its id, its new identifiers: about 3.6 reads an event), and a
     miss must be asked of every file and of the memtable, which holds the last batches' writes. Bloom filters
@@ -257,36 +278,20 @@ class StateStore:
         RocksCheckpoint(self.db).create_checkpoint(str(frozen))
         return frozen
 
-    def snapshot(self, batch_id: str, frozen: Path | None = None) -> list[bytes]:
-        """The whole state as one changelog batch (records as Delta.records makes them): snapshot_parts, listed."""
-        return list(self.snapshot_parts(batch_id, frozen))
+    def snapshot(self, batch_id: str) -> list[bytes]:
+        """The whole state as one changelog batch (records as Delta.records makes them), as it is now: take it
+        with nothing pending or in flight (a compaction, which cannot, reads a frozen copy: read_frozen)."""
+        return list(snapshot_parts(self.db, batch_id))
 
-    def snapshot_parts(self, batch_id: str, frozen: Path | None = None) -> Iterator[bytes]:
-        """The whole state as one changelog batch, a record at a time, read from RocksDB as stored: no value is
-        decoded. What the store held at freeze() (that copy is deleted once read), or now: take it with nothing
-        pending or in flight. Two passes over that point in time, the first for the parts' sizes, so that
-        neither the state nor its records are ever held whole in memory."""
-        view = self.db if frozen is None else Rdict(str(frozen), rocksdb_options(), access_type=AccessType.read_only())
+    @staticmethod
+    def read_frozen(frozen: Path, batch_id: str) -> Iterator[bytes]:
+        """The snapshot of the state as freeze() kept it, a record at a time; that copy is deleted once read."""
+        view = Rdict(str(frozen), rocksdb_options(), access_type=AccessType.read_only())
         try:
-            def items():
-                for stored_key, value in view.items():
-                    if not stored_key.startswith(b"\x00"):   # the store's own bookkeeping, not a view
-                        name, _, key = stored_key.partition(b"\x00")
-                        yield name, key.decode(), value
-
-            sizes = split_parts([len(name) + len(orjson.dumps(key)) + len(value) + 6 for name, key, value in items()])
-            part, index = [], 0
-            for name, key, value in items():
-                part.append(change_item(name, key, value))
-                if len(part) == len(sizes[index]):
-                    yield compressed_part(batch_id, index, len(sizes), part)
-                    part, index = [], index + 1
-            if index == 0:   # an empty state: one part that changes nothing, so the snapshot is still a batch
-                yield compressed_part(batch_id, 0, 1, [])
+            yield from snapshot_parts(view, batch_id)
         finally:
-            if frozen is not None:
-                view.close()
-                shutil.rmtree(frozen, ignore_errors=True)
+            view.close()
+            shutil.rmtree(frozen, ignore_errors=True)
 
     def clear(self) -> None:
         """Delete everything: the state and where its changelog stands (recovery starting over)."""

@@ -269,6 +269,7 @@ def test_worker_compacts_and_keeps_every_customer_id(settings, tmp_path, step):
         assert fresh[channel_event(f"F-{p}", [], 0)["event_id"]] == customer_of(settings, f"email:k{p}@x.com")
     assert len(generations(settings)) == 1
     assert "deleted the resolution state's changelog generations" in restarted or step == ""
+    assert "Unclosed AIOKafkaProducer" not in restarted and "Traceback" not in restarted   # a clean stop says nothing
 
 
 def test_compaction_is_due_when_the_generation_outgrows_the_state(settings, tmp_path):
@@ -284,3 +285,16 @@ def test_compaction_is_due_when_the_generation_outgrows_the_state(settings, tmp_
     assert first.changelog_snapshot_bytes == 0 and first.state_bytes == 0   # all of it still in the memtable
     assert compaction_due(with_compaction(settings, 500), first)
     assert not compaction_due(with_compaction(settings, 501), first)
+
+
+def test_a_snapshot_writer_that_fails_says_why_in_one_line(settings, tmp_path):
+    """The snapshot is written by a process of its own: when it fails, the compaction fails with its reason
+    (and the worker's timer logs it and tries again later)."""
+    bootstrap = settings.kafka.bootstrap_servers
+    topic = changelog_generation(settings, 7)
+    ensure_topics(bootstrap, [topic], 1, 1)
+    with pytest.raises(RuntimeError) as refused:
+        asyncio.run(streams_app.write_frozen_snapshot(settings, bootstrap, tmp_path / "never-frozen", topic))
+    said = str(refused.value)
+    assert "\n" not in said and said.startswith("the snapshot writer stopped (exit status 1): ")
+    assert f"writing the snapshot to {topic} failed" in said and "never-frozen" in said

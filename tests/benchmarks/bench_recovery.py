@@ -265,7 +265,8 @@ def percentiles(latencies: list[float]) -> str:
     return f"p50 {at(0.5):.2f} s   p99 {at(0.99):.2f} s   max {ordered[-1]:.2f} s   ({len(ordered):,} events)"
 
 
-def compaction_under_load(settings, bootstrap: str, identifiers: int, rate: int, seconds: int, factor: float) -> dict:
+def compaction_under_load(settings, bootstrap: str, identifiers: int, rate: int, seconds: int, factor: float,
+                          keep_log: str | None = None) -> dict:
     """A worker compacting while a steady load flows through it: latency while compacting and otherwise."""
     events = load_events(identifiers, rate * seconds)
     sealer, encode = EdgeSealer(settings), codec("channel_event").encode
@@ -294,6 +295,8 @@ def compaction_under_load(settings, bootstrap: str, identifiers: int, rate: int,
     finally:
         worker.stop()
     print(f"  after the load: {state_sizes(settings)}", flush=True)
+    if keep_log:
+        shutil.copy(worker.log_file, keep_log)
     compactions = compactions_logged(worker)[already:]
     during = [resolved[e] - at for e, at in sent.items() if e in resolved
               and any(c["start"] <= at <= c["end"] for c in compactions)]
@@ -316,8 +319,11 @@ def print_under_load(result: dict, rate: int, seconds: int) -> None:
     print(f"    send to timeline record, sent while compacting: {percentiles(result['during'])}", flush=True)
     print(f"    send to timeline record, sent otherwise:        {percentiles(result['outside'])}", flush=True)
     backlog = sorted(result["backlog"]) or [0]
+    windows = ", ".join(f"{max(result['backlog'][i:i + 10]):,}" for i in range(0, len(result["backlog"]), 10))
     print(f"    events sent and not yet resolved, each second: median {backlog[len(backlog) // 2]:,}, "
-          f"max {backlog[-1]:,} ({len(backlog)} samples)", flush=True)
+          f"max {backlog[-1]:,} ({len(backlog)} samples); the most in each 10 s: "
+          f"{windows}",
+          flush=True)
 
 
 def main() -> int:
@@ -327,6 +333,7 @@ def main() -> int:
     parser.add_argument("--load-seconds", type=int, default=120)
     parser.add_argument("--compact-factor", type=float, default=1.05,
                         help="the generation against the snapshot at which the loaded worker compacts")
+    parser.add_argument("--worker-log", help="copy the loaded worker's log here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="omnihub-recovery-") as tmp:
         workdir = Path(tmp)
@@ -366,7 +373,7 @@ def main() -> int:
                 else:
                     worker.stop()
             under_load = compaction_under_load(settings, bootstrap, args.identifiers, args.load_rate,
-                                               args.load_seconds, args.compact_factor)
+                                               args.load_seconds, args.compact_factor, args.worker_log)
             print_under_load(under_load, args.load_rate, args.load_seconds)
     ordered = {phase: sorted(under_load[phase]) or [0.0] for phase in ("during", "outside")}
     print(json.dumps({"identifiers": args.identifiers, "first_start_s": round(figures[0], 1),
