@@ -129,6 +129,10 @@ class StreamSettings(_Section):
     # as a new generation and deletes the old one: a fresh machine replays at most about 1 + factor states.
     changelog_compact_factor: float = Field(default=3.0, gt=1)
     changelog_compact_min_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    # The snapshot is written at most this fast, so that the broker keeps room for the events resolved meanwhile:
+    # written as fast as the embedded broker takes it (about 55 MB/s), a 389 MB snapshot held a 2,000 events/s
+    # load back by up to 23 s (bench_recovery.py). A real Kafka cluster can take more.
+    changelog_snapshot_mb_per_second: float = Field(default=10.0, gt=0)
 
 
 class IdentitySettings(_Section):

@@ -181,6 +181,7 @@ async def write_frozen_snapshot(settings: Settings, bootstrap: str, frozen: Path
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streams.snapshot_writer", str(frozen), topic, f"snapshot-{uuid.uuid4().hex[:12]}",
         "--part-bytes", str(state_store.MAX_DELTA_BYTES), "--kafka", json.dumps(kafka),
+        "--streams", settings.streams.model_dump_json(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
     try:
         out, err = await child.communicate()
