@@ -271,7 +271,7 @@ class StateStore:
         return self.db.property_int_value("rocksdb.estimate-live-data-size") or 0
 
     def freeze(self) -> Path:
-        """The state as it is now, kept apart for snapshot() while this store goes on changing: a RocksDB
+        """The state as it is now, kept apart for read_frozen() while this store goes on changing: a RocksDB
         checkpoint (the memtable flushed, then the files hard-linked), next to the store. Not rocksdict's
         Snapshot: iterating one reads the live database (rocksdict 0.3.29; tests/test_state_store.py)."""
         frozen = self.path.with_name(f"{self.path.name}.frozen-{uuid.uuid4().hex[:12]}")

@@ -52,7 +52,9 @@ from infra.kafka import broker_id, consumer_config, ensure_topics, producer_conf
 from infra.settings import load_settings  # noqa: E402
 from schemas.serde import codec  # noqa: E402
 from infra.vault import open_vault  # noqa: E402
-from streams.app import compact_changelog, state_changelog  # noqa: E402
+from streams.app import compact_changelog, resolution_group, state_changelog  # noqa: E402
+from tests.benchmarks.bench_latency import LagSampler  # noqa: E402
+from tests.benchmarks.cpu_usage import _processes as cpu_processes, _role as cpu_role  # noqa: E402
 from streams.checkpoint import Checkpoint  # noqa: E402
 from streams.identity import customer_id_for  # noqa: E402
 from streams.state_store import StateStore  # noqa: E402
@@ -213,7 +215,10 @@ async def resolved_times(settings, bootstrap: str, sent: dict[str, float], expec
     decode = codec("timeline_event").decode
     consumer = AIOKafkaConsumer(settings.topics.customer_timeline, **consumer_config(settings, bootstrap, group_id=None))
     await consumer.start()
+    lag = LagSampler(bootstrap, [resolution_group(settings)])
+    await lag.start()
     samples, next_sample, deadline = [], time.time() + 1, time.time() + timeout
+    cpu_before = cpu_by_role()
     try:
         while len(resolved) < expected and time.time() < deadline:
             for messages in (await consumer.getmany(timeout_ms=100)).values():
@@ -223,13 +228,35 @@ async def resolved_times(settings, bootstrap: str, sent: dict[str, float], expec
                     if event_id in sent and event_id not in resolved:
                         resolved[event_id] = now
             if time.time() >= next_sample and not done.is_set():
-                samples.append(len(sent) - len(resolved))
+                cpu = cpu_by_role()
+                # not yet on the timeline topic; the worker's own lag; CPU of each role over the last second
+                samples.append((len(sent) - len(resolved), (await lag.sample())[resolution_group(settings)],
+                                {role: cpu[role] - cpu_before.get(role, 0.0) for role in cpu}))
+                cpu_before = cpu
                 next_sample += 1
             if len(sent) == expected:
                 done.set()
     finally:
         await consumer.stop()
+        await lag.stop()
     return samples
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by this process's descendants, by role (tests/benchmarks/cpu_usage.py), and by
+    this process."""
+    processes, totals = cpu_processes(), {"benchmark": time.process_time()}
+    family, pending = set(), [os.getpid()]
+    while pending:
+        parent = pending.pop()
+        for pid, (ppid, _) in processes.items():
+            if ppid == parent and pid not in family:
+                family.add(pid)
+                pending.append(pid)
+    for pid in family:
+        role = cpu_role(pid)
+        totals[role] = totals.get(role, 0.0) + processes[pid][1]
+    return totals
 
 
 def compactions_logged(worker: WorkerProcess) -> list[dict]:
@@ -318,12 +345,19 @@ def print_under_load(result: dict, rate: int, seconds: int) -> None:
         print("    no compaction ran during the load: raise --load-seconds or lower --compact-factor", flush=True)
     print(f"    send to timeline record, sent while compacting: {percentiles(result['during'])}", flush=True)
     print(f"    send to timeline record, sent otherwise:        {percentiles(result['outside'])}", flush=True)
-    backlog = sorted(result["backlog"]) or [0]
-    windows = ", ".join(f"{max(result['backlog'][i:i + 10]):,}" for i in range(0, len(result["backlog"]), 10))
-    print(f"    events sent and not yet resolved, each second: median {backlog[len(backlog) // 2]:,}, "
-          f"max {backlog[-1]:,} ({len(backlog)} samples); the most in each 10 s: "
-          f"{windows}",
-          flush=True)
+    samples = result["backlog"]
+    backlog = sorted(sample[0] for sample in samples) or [0]
+    print(f"    events sent and not on the timeline, sampled each second: median {backlog[len(backlog) // 2]:,}, "
+          f"max {backlog[-1]:,} ({len(backlog)} samples); by 10 s:", flush=True)
+    for i in range(0, len(samples), 10):
+        window = samples[i:i + 10]
+        cpu: dict[str, float] = {}
+        for _, _, used in window:
+            for role, seconds in used.items():
+                cpu[role] = cpu.get(role, 0.0) + seconds
+        busy = ", ".join(f"{role} {seconds / len(window):.0%}" for role, seconds in sorted(cpu.items()) if seconds >= 0.05)
+        print(f"      {i:>4} s: not on the timeline {max(s[0] for s in window):>7,}, the worker's lag "
+              f"{max(s[1] for s in window):>7,}; CPU of a core: {busy}", flush=True)
 
 
 def main() -> int:

@@ -14,7 +14,8 @@ SAMPLE_SECONDS = 0.5
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # (name, text of its command line), the first that matches names a process
 ROLES = (("worker", "infra.cli worker"), ("connectors", "connectors run"), ("broker", "tansu"),
-         ("object store", "infra.object_store"), ("pass-through", "tests.benchmarks.passthrough"))
+         ("object store", "infra.object_store"), ("pass-through", "tests.benchmarks.passthrough"),
+         ("snapshot writer", "streams.snapshot_writer"))
 
 
 def _processes() -> dict[int, tuple[int, float]]:
