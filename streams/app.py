@@ -79,6 +79,10 @@ LOAD_POLL_EVENTS = 2_500
 LOAD_BATCH_SECONDS = 0.5
 TOPIC_REFRESH_SECONDS = 3.0   # how soon a new channel topic is read
 FAUST_SESSION_TIMEOUT_MS = 3000
+# Customers republished at once, holding the state, when the best-customer threshold moves: one move across
+# a tie (many customers with the same 12-month revenue) flipped about 200,000 at 1,000,000 identifiers, and
+# resolution stopped for about 25 s (bench_recovery.py, found by py-spy while it was blamed on a compaction).
+BEST_FLIPS_PER_TURN = 10_000
 COMPACTION_CHECK_SECONDS = 10.0   # how often the worker asks whether its state changelog is due for compaction
 COMPACTION_RETRY_SECONDS = 300    # after a failed compaction (each writes the whole state)
 CATCH_UP_UNDER_LOCK = 20          # changelog records written during a snapshot left for the switch (about 4 MB)
@@ -360,10 +364,11 @@ def create_app(settings: Settings, bootstrap: str, store: StateStore) -> faust.A
         started = time.monotonic()
         async with turn:
             out = Outputs()
-            await asyncio.to_thread(resolver.update_best_threshold, out)
+            left = await asyncio.to_thread(resolver.update_best_threshold, out, BEST_FLIPS_PER_TURN)
             if out.changed:  # the customers whose membership it flipped, published with their state
                 await (await checkpoint()).write(resolver.finish(out).sends)
-        threshold["next"] = time.monotonic() + max(refresh, 10 * (time.monotonic() - started))
+        # Flipped customers left: the next ones at the next tick, the events resolved in between.
+        threshold["next"] = 0.0 if left else time.monotonic() + max(refresh, 10 * (time.monotonic() - started))
 
     return app
 

@@ -327,15 +327,17 @@ class Resolver:
         self.profiles.published(customer_id, yearly, record["best_customer"])
         return self.codecs["customer_profile"].encode(record)
 
-    def update_best_threshold(self, out: Outputs) -> None:
-        """The 12-month revenue that puts a customer in the best-customer segment, from all profiles; every
-        customer whose published membership the new threshold flips is marked changed in out (republished)."""
+    def update_best_threshold(self, out: Outputs, limit: int | None = None) -> int:
+        """The 12-month revenue that puts a customer in the best-customer segment, from all profiles; each
+        customer whose published membership the new threshold flips is marked changed in out (republished), at
+        most `limit` of them. Returns how many flipped customers were left for a later call."""
         segment = self.profiles.segment()
         revenues = sorted((revenue for revenue, _ in segment.values() if revenue > 0), reverse=True)
         if not revenues:
-            return
+            return 0
         index = max(0, int(len(revenues) * self.settings.identity.best_customer_share) - 1)
         self.best_threshold = threshold = revenues[index]
-        for customer_id, (revenue, best) in segment.items():
-            if (revenue > 0 and revenue >= threshold) != best:
-                out.changed.add(customer_id)
+        flipped = [customer_id for customer_id, (revenue, best) in segment.items()
+                   if (revenue > 0 and revenue >= threshold) != best]
+        out.changed.update(flipped[:limit])
+        return len(flipped[limit:]) if limit is not None else 0

@@ -7,10 +7,11 @@ FROZEN is the state frozen by StateStore.freeze (a RocksDB checkpoint on disk), 
 JSON line, {"records": n, "bytes": b}, once every record is acknowledged; on failure, one line naming the cause
 on stderr and exit status 1.
 
-Why a process: in the worker's own process, the snapshot's Python loops (1,000,000 identifiers: about 2,000,000
-keys, read twice) took the GIL from the resolution, which then resolved less than the 2,000 events/s it was
-offered; a compaction under that load took 28 to 61 s and the events waited up to 70 s (bench_recovery.py).
-Here it runs at a lower CPU priority, and the resolution keeps its interpreter.
+Why a process: in the worker's own process, the snapshot's Python loops (every key of the state, read twice)
+took the interpreter from the resolution. At 2,000 events/s (bench_recovery.py), the events sent while
+compacting 100,000 identifiers waited p99 3.0 s that way, 0.63 s with this process; at 1,000,000 identifiers
+the compactions took 28 and 61 s that way, 14 to 32 s this way (the worker still falls behind meanwhile: the
+README's known limitations). Here it runs at a lower CPU priority, and the resolution keeps its interpreter.
 """
 from __future__ import annotations
 

@@ -139,3 +139,27 @@ def test_an_event_naming_nobody_is_nobodys_no_profile_and_no_place_in_the_best_c
     resolver.event(anonymous_receipt(3, 50_000), out)
     again = resolver.finish(out).sends
     assert [(s.topic, s.key, s.value) for s in again] == [(s.topic, s.key, s.value) for s in first[5:6]]
+
+
+def test_a_threshold_move_that_flips_many_republishes_them_a_few_at_a_time(tmp_path):
+    """The worker holds the state while it republishes flipped customers: a move across a tie can flip most of
+    them, so it takes at most `limit` at once and the rest at the next turns, until none is left."""
+    settings = load_settings(None, data_dir=tmp_path, identity={"best_customer_share": 0.5})
+    store = StateStore(tmp_path / "state")
+    resolver = Resolver(settings, store)
+    out = Outputs()
+    for customer in range(10):          # revenues 100.00 to 1,000.00: the top half is 600.00 and up
+        resolver.event(order(customer, (customer + 1) * 10_000), out)
+    published_profiles(resolver, out)
+    store.apply(store.take_delta(), 1)
+    batches, left = [], None
+    while left != 0:
+        out = Outputs()
+        left = resolver.update_best_threshold(out, limit=2)
+        batches.append(published_profiles(resolver, out))
+        store.apply(store.take_delta(), 1 + len(batches))
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    flipped = {p["online_revenue_minor"]: p["best_customer"] for batch in batches for p in batch.values()}
+    assert flipped == {revenue: True for revenue in (60_000, 70_000, 80_000, 90_000, 100_000)}
+    out = Outputs()
+    assert resolver.update_best_threshold(out, limit=2) == 0 and published_profiles(resolver, out) == {}
