@@ -130,8 +130,9 @@ class StreamSettings(_Section):
     changelog_compact_factor: float = Field(default=3.0, gt=1)
     changelog_compact_min_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     # The snapshot is written at most this fast, so that the broker keeps room for the events resolved meanwhile:
-    # written as fast as the embedded broker takes it (about 55 MB/s), a 389 MB snapshot held a 2,000 events/s
-    # load back by up to 23 s (bench_recovery.py). A real Kafka cluster can take more.
+    # at 10 MB/s the embedded broker and its object store took 31 to 51% of a core each while a 389 MB snapshot
+    # went in (bench_recovery.py); unpaced it takes about 55 MB/s. A real Kafka cluster can take more. (Added for
+    # a stall under load that turned out to be the best-customer timer's; not measured unpaced since.)
     changelog_snapshot_mb_per_second: float = Field(default=10.0, gt=0)
 
 
