@@ -123,8 +123,9 @@ async def compact_changelog(settings: Settings, bootstrap: str, store: StateStor
     goes on meanwhile: the snapshot is written by another process from a point-in-time copy of RocksDB (a
     checkpoint, taken holding the state's lock, `turn`, with every batch applied), and the batches written to
     the old generation after it are written again after the snapshot, then a completion record, then the
-    worker follows the new generation (holding the lock again). A kill before that leaves the old generation followed and the new one deleted at the next
-    start (a fresh machine takes a new one only if it is complete); after it, the old one deleted."""
+    worker follows the new generation (holding the lock again). A kill before that leaves the old generation
+    followed and the new one deleted at the next start (a fresh machine takes a new one only if it is
+    complete); after it, the old one deleted."""
     started = time.monotonic()
     async with turn:
         await writer.drain()

@@ -340,4 +340,4 @@ class Resolver:
         flipped = [customer_id for customer_id, (revenue, best) in segment.items()
                    if (revenue > 0 and revenue >= threshold) != best]
         out.changed.update(flipped[:limit])
-        return len(flipped[limit:]) if limit is not None else 0
+        return 0 if limit is None else max(0, len(flipped) - limit)

@@ -9,9 +9,8 @@ on stderr and exit status 1.
 
 Why a process: in the worker's own process, the snapshot's Python loops (every key of the state, read twice)
 took the interpreter from the resolution. At 2,000 events/s (bench_recovery.py), the events sent while
-compacting 100,000 identifiers waited p99 3.0 s that way, 0.63 s with this process; at 1,000,000 identifiers
-the compactions took 28 and 61 s that way, 14 to 32 s this way. Here it runs at a lower CPU priority, and the
-resolution keeps its interpreter.
+compacting 100,000 identifiers waited p99 3.0 s that way, 0.63 s with this process. Here it runs at a lower
+CPU priority, and the resolution keeps its interpreter.
 """
 from __future__ import annotations
 
