@@ -364,7 +364,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--identifiers", type=int, default=1_000_000)
     parser.add_argument("--load-rate", type=int, default=2_000, help="events a second offered while compacting")
-    parser.add_argument("--load-seconds", type=int, default=120)
+    parser.add_argument("--load-seconds", type=int, default=150,
+                        help="long enough for a paced compaction of 1,000,000 identifiers to start and end within")
     parser.add_argument("--compact-factor", type=float, default=1.05,
                         help="the generation against the snapshot at which the loaded worker compacts")
     parser.add_argument("--worker-log", help="copy the loaded worker's log here")
