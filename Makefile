@@ -27,7 +27,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Long (about 40 minutes on 2 cores); each script prints its figures, measured in one run.
+# Long (about 45 minutes on 2 cores); each script prints its figures, measured in one run.
 bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_skeleton.py
 	$(PY) tests/benchmarks/bench_faust_overhead.py
