@@ -169,8 +169,9 @@ async def compact_changelog(settings: Settings, bootstrap: str, store: StateStor
             await producer.stop()
         shutil.rmtree(frozen, ignore_errors=True)   # the snapshot writer deletes it once read; not if it failed
     writer.crash_point("switch")
-    forget_topics(writer.producer, {old, *existing.values()} - {new})
-    deleted = await delete_generations(bootstrap, sorted({old, *existing.values()} - {new}))
+    superseded = sorted({old, *existing.values()} - {new})
+    forget_topics(writer.producer, superseded)
+    deleted = await delete_generations(bootstrap, superseded)
     report = {"from": old, "to": new, "records_replaced": replaced[0], "mb_replaced": round(replaced[1] / 1e6, 1),
               "snapshot_records": snapshot_records, "snapshot_mb": round(snapshot / 1e6, 1),
               "records_during_snapshot": len(since), "old_deleted": old in deleted,

@@ -53,8 +53,8 @@ from infra.settings import load_settings  # noqa: E402
 from schemas.serde import codec  # noqa: E402
 from infra.vault import open_vault  # noqa: E402
 from streams.app import compact_changelog, resolution_group, state_changelog  # noqa: E402
-from tests.benchmarks.bench_latency import LagSampler  # noqa: E402
-from tests.benchmarks.cpu_usage import _processes as cpu_processes, _role as cpu_role  # noqa: E402
+from tests.benchmarks.bench_latency import LagSampler, percentile  # noqa: E402
+from tests.benchmarks.cpu_usage import cpu_by_role  # noqa: E402
 from streams.checkpoint import Checkpoint  # noqa: E402
 from streams.identity import customer_id_for  # noqa: E402
 from streams.state_store import StateStore  # noqa: E402
@@ -218,7 +218,7 @@ async def resolved_times(settings, bootstrap: str, sent: dict[str, float], expec
     lag = LagSampler(bootstrap, [resolution_group(settings)])
     await lag.start()
     samples, next_sample, deadline = [], time.time() + 1, time.time() + timeout
-    cpu_before = cpu_by_role()
+    cpu_before = cpu_by_role("benchmark")
     try:
         while len(resolved) < expected and time.time() < deadline:
             for messages in (await consumer.getmany(timeout_ms=100)).values():
@@ -228,7 +228,7 @@ async def resolved_times(settings, bootstrap: str, sent: dict[str, float], expec
                     if event_id in sent and event_id not in resolved:
                         resolved[event_id] = now
             if time.time() >= next_sample and not done.is_set():
-                cpu = cpu_by_role()
+                cpu = cpu_by_role("benchmark")
                 # not yet on the timeline topic; the worker's own lag; CPU of each role over the last second
                 samples.append((len(sent) - len(resolved), (await lag.sample())[resolution_group(settings)],
                                 {role: cpu[role] - cpu_before.get(role, 0.0) for role in cpu}))
@@ -240,23 +240,6 @@ async def resolved_times(settings, bootstrap: str, sent: dict[str, float], expec
         await consumer.stop()
         await lag.stop()
     return samples
-
-
-def cpu_by_role() -> dict[str, float]:
-    """CPU seconds used so far by this process's descendants, by role (tests/benchmarks/cpu_usage.py), and by
-    this process."""
-    processes, totals = cpu_processes(), {"benchmark": time.process_time()}
-    family, pending = set(), [os.getpid()]
-    while pending:
-        parent = pending.pop()
-        for pid, (ppid, _) in processes.items():
-            if ppid == parent and pid not in family:
-                family.add(pid)
-                pending.append(pid)
-    for pid in family:
-        role = cpu_role(pid)
-        totals[role] = totals.get(role, 0.0) + processes[pid][1]
-    return totals
 
 
 def compactions_logged(worker: WorkerProcess) -> list[dict]:
@@ -287,9 +270,8 @@ def state_sizes(settings, settle: bool = False) -> str:
 def percentiles(latencies: list[float]) -> str:
     if not latencies:
         return "none"
-    ordered = sorted(latencies)
-    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return f"p50 {at(0.5):.2f} s   p99 {at(0.99):.2f} s   max {ordered[-1]:.2f} s   ({len(ordered):,} events)"
+    return (f"p50 {percentile(latencies, 0.5):.2f} s   p99 {percentile(latencies, 0.99):.2f} s   "
+            f"max {max(latencies):.2f} s   ({len(latencies):,} events)")
 
 
 def compaction_under_load(settings, bootstrap: str, identifiers: int, rate: int, seconds: int, factor: float,
@@ -410,15 +392,14 @@ def main() -> int:
             under_load = compaction_under_load(settings, bootstrap, args.identifiers, args.load_rate,
                                                args.load_seconds, args.compact_factor, args.worker_log)
             print_under_load(under_load, args.load_rate, args.load_seconds)
-    ordered = {phase: sorted(under_load[phase]) or [0.0] for phase in ("during", "outside")}
     print(json.dumps({"identifiers": args.identifiers, "first_start_s": round(figures[0], 1),
                       "after_kill_s": round(figures[1], 1), "fresh_machine_s": round(figures[2], 1),
                       "compaction_s": compaction["seconds"], "compaction_paused_s": compaction["paused_seconds"],
                       "fresh_machine_after_compaction_s": round(figures[3], 1),
                       "compactions_under_load": len(under_load["compactions"]),
                       "compaction_under_load_s": [c["seconds"] for c in under_load["compactions"]],
-                      "p99_while_compacting_s": round(ordered["during"][int(0.99 * (len(ordered["during"]) - 1))], 2),
-                      "p99_otherwise_s": round(ordered["outside"][int(0.99 * (len(ordered["outside"]) - 1))], 2)}))
+                      "p99_while_compacting_s": round(percentile(under_load["during"] or [0.0], 0.99), 2),
+                      "p99_otherwise_s": round(percentile(under_load["outside"] or [0.0], 0.99), 2)}))
     return 0
 
 

@@ -32,6 +32,29 @@ def _processes() -> dict[int, tuple[int, float]]:
     return found
 
 
+def descendants(processes: dict[int, tuple[int, float]]) -> list[int]:
+    """The pids of this process's children, theirs, and so on, among `processes` (as _processes() gives them)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (parent, _) in processes.items():
+        children[parent].append(pid)
+    found, pending = [], list(children[os.getpid()])
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending.extend(children[pid])
+    return found
+
+
+def cpu_by_role(own_name: str) -> dict[str, float]:
+    """CPU seconds used so far by this process (as own_name) and by its descendants, by role: a reading to
+    subtract from a later one."""
+    processes, totals = _processes(), {own_name: time.process_time()}
+    for pid in descendants(processes):
+        role = _role(pid)
+        totals[role] = totals.get(role, 0.0) + processes[pid][1]
+    return totals
+
+
 def _role(pid: int) -> str:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -91,14 +114,8 @@ class CpuUsage:
 
     def _sample(self) -> None:
         processes = _processes()
-        children: dict[int, list[int]] = defaultdict(list)
-        for pid, (parent, _) in processes.items():
-            children[parent].append(pid)
-        pending = list(children[os.getpid()])
         with self._lock:
-            while pending:
-                pid = pending.pop()
-                pending.extend(children[pid])
+            for pid in descendants(processes):
                 if self.roles.get(pid, "other") == "other":
                     # Read again until known: between its fork and its exec a child still shows its parent's
                     # command line (a connector once counted 71.6 CPU seconds as "other")
