@@ -42,6 +42,23 @@ def test_sealed_values_open_until_their_key_is_destroyed_in_any_process(tmp_path
         sink.open(b"plain text")
 
 
+def test_an_identifier_opened_once_is_not_decrypted_again_until_a_key_is_destroyed(tmp_path, monkeypatch):
+    monkeypatch.setattr(vault_module, "CACHE_CHECK_SECONDS", 0.0)
+    worker, sink = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
+    decrypted: list[bytes] = []
+    opening = sink._open_sealed
+    monkeypatch.setattr(sink, "_open_sealed", lambda sealed: decrypted.append(sealed) or opening(sealed))
+    alice, bob = worker.seal("email:t1", "email:alice@x.com"), worker.seal("email:t2", "email:bob@x.com")
+    assert [sink.open_text(alice) for _ in range(3)] == ["email:alice@x.com"] * 3
+    assert sink.open_text(bob) == "email:bob@x.com" and decrypted == [alice, bob]
+    envelope = worker.seal_for(["email:t1", "email:t2"], "her ticket")
+    assert sink.open(envelope) == sink.open(envelope) == b"her ticket"   # an envelope's data key is not kept
+    assert decrypted == [alice, bob] + [envelope[5:5 + int.from_bytes(envelope[3:5], "big")]] * 2
+    worker.destroy(["email:t2"])   # another process forgets bob: what this one opened is dropped with its keys
+    assert sink.open_text(alice) == "email:alice@x.com" and sink.open_text(bob) is None
+    assert decrypted[-2:] == [alice, bob]
+
+
 def test_a_process_reading_ahead_reads_keys_in_bulk_and_still_opens_every_later_one(tmp_path, monkeypatch):
     monkeypatch.setattr(vault_module, "READ_AHEAD_ROWS", 100)
     monkeypatch.setattr(vault_module, "CACHE_CHECK_SECONDS", 3600.0)   # the sink has not noticed destructions yet
