@@ -63,6 +63,11 @@ class Vault:
         # at every profile of its customer: the sink opened each identifier of a profile again whenever the
         # profile's identifiers changed (7% of the hub's process in bench_end_to_end). Dropped with the keys.
         self._opened: dict[bytes, bytes] = {}
+        # Both caches are dropped when a key is destroyed (here, or seen from another process). A thread that read a
+        # key or opened a value keeps it only if nothing was dropped since it began: else a value of someone just
+        # forgotten could be cached after the drop, and stay readable until the next destruction.
+        self._dropped = 0
+        self._caching = threading.Lock()
         # A process that opens much of what is sealed (the sink, the worker) reads keys ahead, in bulk: the
         # keys stored since its last read, in rowid order, rather than one query per missing key (17 us of CPU,
         # up to 35 of wall time, beside the processes writing keys; docs/scaling.md). A destroyed key's rowid
@@ -112,8 +117,15 @@ class Vault:
                 self._forget_cached_keys()
                 self._destructions = count
 
+    def _keep(self, since: int, cache: dict, key, value) -> None:
+        """cache[key] = value, unless the caches were dropped since `since` (self._dropped when the read began)."""
+        with self._caching:
+            if self._dropped == since:
+                cache[key] = value
+
     def _key(self, subject: str, create: bool) -> bytes | None:
         self._follow_destructions()
+        since = self._dropped
         local = self._local   # a batch belongs to its thread, as the SQLite connection does
         pending = getattr(local, "pending", None)   # an optimistic batch's new keys, not stored yet
         if pending is not None and (key := pending.get(subject)) is not None:
@@ -121,7 +133,7 @@ class Vault:
         key = self._keys.get(subject)
         if key is not None:
             return key
-        if self.read_ahead and (key := self._read_keys_ahead(subject)) is not None:
+        if self.read_ahead and (key := self._read_keys_ahead(subject, since)) is not None:
             return key
         db = self._db()
         row = db.execute("SELECT key FROM subject_keys WHERE subject = ?", (subject,)).fetchone()
@@ -138,10 +150,10 @@ class Vault:
                 row = (new,)
             else:  # another process created it meanwhile
                 row = db.execute("SELECT key FROM subject_keys WHERE subject = ?", (subject,)).fetchone()
-        self._keys[subject] = row[0]
+        self._keep(since, self._keys, subject, row[0])
         return row[0]
 
-    def _read_keys_ahead(self, subject: str) -> bytes | None:
+    def _read_keys_ahead(self, subject: str, since: int) -> bytes | None:
         """Cache the next READ_AHEAD_ROWS keys stored since the last read ahead; this subject's key if it was among
         them (None: the caller asks for it alone). One read at a time, about 50 ms: a process starting beside
         1,000,000 keys would otherwise wait 1.6 s at its first key; it reads them over its first misses instead."""
@@ -149,15 +161,18 @@ class Vault:
             return None
         rows = self._db().execute("SELECT rowid, subject, key FROM subject_keys WHERE rowid > ? ORDER BY rowid LIMIT ?",
                                   (self._read_up_to, READ_AHEAD_ROWS)).fetchall()
-        if rows:
-            self._read_up_to = rows[-1][0]
-            self._keys.update((row[1], row[2]) for row in rows)
+        with self._caching:
+            if rows and self._dropped == since:
+                self._read_up_to = rows[-1][0]
+                self._keys.update((row[1], row[2]) for row in rows)
         return self._keys.get(subject)
 
     def _forget_cached_keys(self) -> None:
-        self._keys.clear()
-        self._opened.clear()
-        self._read_up_to = 0
+        with self._caching:
+            self._dropped += 1
+            self._keys.clear()
+            self._opened.clear()
+            self._read_up_to = 0
 
     def _cipher(self, key: bytes) -> AESGCMSIV:
         cipher = self._ciphers.get(key)
@@ -204,13 +219,14 @@ class Vault:
         if sealed.startswith(ENVELOPE_MAGIC):
             return self._open_envelope(sealed)
         self._follow_destructions()
+        since = self._dropped
         opened = self._opened.get(sealed)
         if opened is None:
             opened = self._open_sealed(sealed)
             if opened is not None:
                 if len(self._opened) >= OPENED_MAX:
                     self._opened.clear()
-                self._opened[sealed] = opened
+                self._keep(since, self._opened, sealed, opened)
         return opened
 
     def _open_sealed(self, sealed: bytes) -> bytes | None:

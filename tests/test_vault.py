@@ -59,6 +59,24 @@ def test_an_identifier_opened_once_is_not_decrypted_again_until_a_key_is_destroy
     assert decrypted[-2:] == [alice, bob]
 
 
+def test_what_was_opened_while_another_thread_dropped_the_caches_is_not_kept(tmp_path, monkeypatch):
+    worker, sink = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
+    sealed = worker.seal("email:t1", "email:alice@x.com")
+    opening, decrypted = sink._open_sealed, []
+
+    def opened_while_another_thread_sees_a_destruction(value: bytes) -> bytes | None:
+        decrypted.append(value)
+        plaintext = opening(value)
+        if len(decrypted) == 1:
+            sink._forget_cached_keys()   # what another thread of the process does when it sees a key destroyed
+        return plaintext
+
+    monkeypatch.setattr(sink, "_open_sealed", opened_while_another_thread_sees_a_destruction)
+    assert sink.open(sealed) == sink.open(sealed) == sink.open(sealed) == b"email:alice@x.com"
+    assert decrypted == [sealed, sealed]   # the first opening was not kept; the second was
+    assert sink._keys == {"email:t1": worker._key("email:t1", False)}   # the key read after the drop is kept
+
+
 def test_a_process_reading_ahead_reads_keys_in_bulk_and_still_opens_every_later_one(tmp_path, monkeypatch):
     monkeypatch.setattr(vault_module, "READ_AHEAD_ROWS", 100)
     monkeypatch.setattr(vault_module, "CACHE_CHECK_SECONDS", 3600.0)   # the sink has not noticed destructions yet
