@@ -28,7 +28,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Long (about 45 minutes on 2 cores); each script prints its figures, measured in one run.
+BENCH_SUMMARY := $(CURDIR)/.omnihub/bench-summary.jsonl
+bench: export OMNIHUB_BENCH_SUMMARY = $(BENCH_SUMMARY)
 bench: $(STAMP)
+	mkdir -p .omnihub && rm -f $(BENCH_SUMMARY)
 	$(PY) tests/benchmarks/bench_skeleton.py
 	$(PY) tests/benchmarks/bench_faust_overhead.py
 	$(PY) tests/benchmarks/bench_scenario.py
@@ -45,6 +48,7 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_timeline_growth.py --batch-rows 15000 --without-exactness
 	$(PY) tests/benchmarks/bench_scale_out.py
 	$(PY) tests/benchmarks/bench_clickhouse.py
+	$(PY) tests/benchmarks/bench_summary.py $(BENCH_SUMMARY)
 
 run: $(STAMP)
 	$(VENV)/bin/omnihub run

@@ -33,6 +33,7 @@ from infra.kafka import consumer_config, ensure_topics  # noqa: E402
 from infra.processes import spawn, stop_process  # noqa: E402
 from infra.progress import progress_bar  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
+from tests.benchmarks.bench_summary import record  # noqa: E402
 from tests.benchmarks.cpu_usage import CpuUsage  # noqa: E402
 from tests.benchmarks.scratch import scratch_directory  # noqa: E402
 
@@ -171,6 +172,8 @@ def main() -> None:
         print(f"  omnihub / no-op: {real_rate / ((before + after) / 2):.2f} against the two no-op runs' mean "
               f"({real_rate / before:.2f} against the one before, {real_rate / after:.2f} after; target 0.6); "
               f"omnihub {real_rate:,.0f} events/s (target 4,000)")
+        record("bench_end_to_end", events=expected, events_per_second=real_rate, noop_before_per_second=before,
+               noop_after_per_second=after)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from connectors.webhook import Webhook  # noqa: E402
 from infra.hub import Hub  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 from streams.app import resolution_group  # noqa: E402
+from tests.benchmarks.bench_summary import record  # noqa: E402
 from tests.benchmarks.scratch import scratch_directory  # noqa: E402
 
 TICK = 0.25
@@ -161,6 +162,8 @@ async def run(settings, rate: int, seconds: float) -> None:
           f"(asked {rate:,}/s); {missing:,} not queryable 120 s after the end")
     print(f"  p50 {percentile(latencies, 0.5):.2f} s   p90 {percentile(latencies, 0.9):.2f} s   "
           f"p99 {percentile(latencies, 0.99):.2f} s   max {max(latencies):.2f} s   (target p99 < 2 s)")
+    record("bench_latency", rate=rate, seconds=offered_seconds, p50_s=percentile(latencies, 0.5),
+           p99_s=percentile(latencies, 0.99), max_s=max(latencies), not_queryable=missing)
     print(f"  the webhook's answer to a POST of {max(1, int(rate * TICK)):,} sessions: p50 {percentile(answer_seconds, 0.5) * 1000:.0f} ms   "
           f"p99 {percentile(answer_seconds, 0.99) * 1000:.0f} ms   max {max(answer_seconds) * 1000:.0f} ms ({len(answer_seconds):,} POSTs)")
     for group in groups:

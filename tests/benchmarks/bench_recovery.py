@@ -54,6 +54,7 @@ from schemas.serde import codec  # noqa: E402
 from infra.vault import open_vault  # noqa: E402
 from streams.app import compact_changelog, resolution_group, state_changelog  # noqa: E402
 from tests.benchmarks.bench_latency import LagSampler, percentile  # noqa: E402
+from tests.benchmarks.bench_summary import record  # noqa: E402
 from tests.benchmarks.cpu_usage import cpu_by_role  # noqa: E402
 from streams.checkpoint import Checkpoint  # noqa: E402
 from streams.identity import customer_id_for  # noqa: E402
@@ -363,7 +364,7 @@ def main() -> int:
             built = asyncio.run(build_state(settings, bootstrap, args.identifiers))
             print(f"state of {args.identifiers:,} identifiers built through the changelog in {built:.0f} s, their "
                   f"{vault_keys(settings):,} keys in the vault", flush=True)
-            figures = []
+            figures, memories = [], []
             compaction: dict = {}
             for case, n in (("first start, local state up to date", 1), ("restart after kill -9", 2),
                             ("fresh machine: no local state, whole changelog replayed", 3),
@@ -384,6 +385,7 @@ def main() -> int:
                 print(f"  {case}: resolving after {seconds:.1f} s (recovery: {recovery_line(worker)}); worker peak "
                       f"memory {memory:,.0f} MB", flush=True)
                 figures.append(seconds)
+                memories.append(memory)
                 if n == 1:
                     os.kill(worker.process.pid, signal.SIGKILL)
                     worker.process.wait()
@@ -392,6 +394,8 @@ def main() -> int:
             under_load = compaction_under_load(settings, bootstrap, args.identifiers, args.load_rate,
                                                args.load_seconds, args.compact_factor, args.worker_log)
             print_under_load(under_load, args.load_rate, args.load_seconds)
+    record("bench_recovery", identifiers=args.identifiers, first_start_s=figures[0], after_kill_s=figures[1],
+           fresh_machine_s=figures[2], worker_peak_mb=max(memories + [under_load["memory"]]))
     print(json.dumps({"identifiers": args.identifiers, "first_start_s": round(figures[0], 1),
                       "after_kill_s": round(figures[1], 1), "fresh_machine_s": round(figures[2], 1),
                       "compaction_s": compaction["seconds"], "compaction_paused_s": compaction["paused_seconds"],

@@ -29,6 +29,7 @@ from connectors.config import bundled_configs  # noqa: E402
 from connectors.runtime import Connector, sample_records  # noqa: E402
 from connectors.scenario import generate  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
+from tests.benchmarks.bench_summary import record  # noqa: E402
 
 
 def pairwise(assignments: dict[str, str], truth: dict[str, str]) -> tuple[float, float, list]:
@@ -179,6 +180,11 @@ def main() -> int:
     for reason, n in details.get("warnings", Counter()).most_common(8):
         print(f"  warning x{n}: {reason}")
     ok = precision >= 0.995 and recall >= 0.98 and not traps
+    if not args.offline:
+        record("eval_identity", events=len(events), events_per_second=figures["events_per_second"],
+               raw_per_second=figures["raw_per_second"], graph_offline_per_second=offline_rate,
+               worker_code_per_second=worker_code_rate, precision=precision, recall=recall,
+               worker_peak_mb=figures["worker_peak_mb"])
     print("targets met (precision >= 0.995, recall >= 0.98, no merge through a trap)" if ok else "TARGETS NOT MET")
     return 0 if ok else 1
 
