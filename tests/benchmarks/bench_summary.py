@@ -26,43 +26,47 @@ def record(benchmark: str, **figures) -> None:
             file.write(json.dumps({"benchmark": benchmark, **figures}) + "\n")
 
 
+def resolution_line(figures: dict) -> str:
+    rate = figures["events_per_second"]
+    return (f"resolution through Kafka ({figures['events']:,} events): {rate:,.0f} events/s (target 10,000); raw consume "
+            f"{figures['raw_per_second']:,.0f} records/s; the identity graph offline {figures['graph_offline_per_second']:,.0f} "
+            f"({rate / figures['graph_offline_per_second']:.2f}, target 0.7); the worker's whole code without Kafka "
+            f"{figures['worker_code_per_second']:,.0f} ({rate / figures['worker_code_per_second']:.2f}); precision "
+            f"{figures['precision']:.4f}, recall {figures['recall']:.4f}; worker peak memory {figures['worker_peak_mb']:,.0f} MB")
+
+
+def end_to_end_line(figures: dict) -> str:
+    before, after, rate = figures["noop_before_per_second"], figures["noop_after_per_second"], figures["events_per_second"]
+    return (f"end to end ({figures['events']:,} events): {rate:,.0f} events/s (target 4,000); the no-op pipeline "
+            f"{before:,.0f} and {after:,.0f}; ratio {rate / ((before + after) / 2):.2f} (target 0.6)")
+
+
+def latency_line(figures: dict) -> str:
+    return (f"latency, acceptance to queryable at {figures['rate']:,}/s for {figures['seconds']:.0f} s: p50 "
+            f"{figures['p50_s']:.2f} s, p99 {figures['p99_s']:.2f} s, max {figures['max_s']:.2f} s (target p99 < 2 s); "
+            f"{figures['not_queryable']:,} not queryable")
+
+
+def recovery_line(figures: dict) -> str:
+    return (f"recovery with {figures['identifiers']:,} identifiers: resolving {figures['after_kill_s']:.1f} s after a "
+            f"kill -9 (target 10 s), {figures['first_start_s']:.1f} s after a start, {figures['fresh_machine_s']:.1f} s on "
+            f"a fresh machine; worker peak memory {figures['worker_peak_mb']:,.0f} MB (the largest of its runs, the load "
+            f"included)")
+
+
+# (the benchmark that records it, what is measured, the line made of its figures), in the issue's order
+FIGURES = (("eval_identity", "resolution through Kafka", resolution_line),
+           ("bench_end_to_end", "end to end", end_to_end_line),
+           ("bench_latency", "latency", latency_line),
+           ("bench_recovery", "recovery", recovery_line))
+
+
 def summary_lines(entries: dict[str, dict]) -> list[str]:
     """The summary, a line per figure the issue asks for; entries: the last record of each benchmark."""
     lines = ["issue 11's figures from this run, each from one run of its benchmark:"]
-    resolution = entries.get("eval_identity")
-    if resolution:
-        rate = resolution["events_per_second"]
-        lines.append(f"  resolution through Kafka ({resolution['events']:,} events): {rate:,.0f} events/s (target 10,000); "
-                     f"raw consume {resolution['raw_per_second']:,.0f} records/s; the identity graph offline "
-                     f"{resolution['graph_offline_per_second']:,.0f} ({rate / resolution['graph_offline_per_second']:.2f}, "
-                     f"target 0.7); the worker's whole code without Kafka {resolution['worker_code_per_second']:,.0f} "
-                     f"({rate / resolution['worker_code_per_second']:.2f}); precision {resolution['precision']:.4f}, "
-                     f"recall {resolution['recall']:.4f}; worker peak memory {resolution['worker_peak_mb']:,.0f} MB")
-    else:
-        lines.append("  resolution through Kafka: not run (eval_identity.py)")
-    end_to_end = entries.get("bench_end_to_end")
-    if end_to_end:
-        before, after = end_to_end["noop_before_per_second"], end_to_end["noop_after_per_second"]
-        rate = end_to_end["events_per_second"]
-        lines.append(f"  end to end ({end_to_end['events']:,} events): {rate:,.0f} events/s (target 4,000); the no-op pipeline "
-                     f"{before:,.0f} and {after:,.0f}; ratio {rate / ((before + after) / 2):.2f} (target 0.6)")
-    else:
-        lines.append("  end to end: not run (bench_end_to_end.py)")
-    latency = entries.get("bench_latency")
-    if latency:
-        lines.append(f"  latency, acceptance to queryable at {latency['rate']:,}/s for {latency['seconds']:.0f} s: "
-                     f"p50 {latency['p50_s']:.2f} s, p99 {latency['p99_s']:.2f} s, max {latency['max_s']:.2f} s (target "
-                     f"p99 < 2 s); {latency['not_queryable']:,} not queryable")
-    else:
-        lines.append("  latency: not run (bench_latency.py)")
-    recovery = entries.get("bench_recovery")
-    if recovery:
-        lines.append(f"  recovery with {recovery['identifiers']:,} identifiers: resolving {recovery['after_kill_s']:.1f} s "
-                     f"after a kill -9 (target 10 s), {recovery['first_start_s']:.1f} s after a start, "
-                     f"{recovery['fresh_machine_s']:.1f} s on a fresh machine; worker peak memory "
-                     f"{recovery['worker_peak_mb']:,.0f} MB (the largest of its runs, the load included)")
-    else:
-        lines.append("  recovery: not run (bench_recovery.py)")
+    for benchmark, measured, line in FIGURES:
+        figures = entries.get(benchmark)
+        lines.append("  " + (line(figures) if figures else f"{measured}: not run ({benchmark}.py)"))
     return lines
 
 
