@@ -6,8 +6,9 @@ Maps a generated scenario with the bundled connectors (as `omnihub connectors ru
 interleaves the channels as connectors running side by side do, then runs it through what the worker does
 per batch (streams/app.py): Resolver.channel_record for each record and Resolver.finish, then the batch's
 delta taken, encoded as changelog records and applied to RocksDB. Prints the cost per event every 100,000
-events, with the entries each state view holds in memory, so how the cost grows with the state is seen:
-end to end, the worker spends more per event at 1,000,000 events than at 50,000. Then what RocksDB holds, by view.
+events (resolution and state delta apart), the average stored size of a profile the window changed, and the
+entries each state view holds in memory, so how the cost grows with the state is seen: end to end, the worker
+spends more per event at 1,000,000 events than at 50,000. Then what RocksDB holds, by view.
 """
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def run_worker_code(settings, state: Path, records: list[tuple[str, bytes]], bat
     store = StateStore(state)
     resolver = Resolver(settings, store)
     resolving = persisting = 0.0
-    window_started, window_events, sends = time.perf_counter(), 0, 0
+    window: Counter = Counter()   # what the lines printed every REPORT_EVERY events sum
+    sends = 0
     for start in range(0, len(records), batch_events):
         batch = records[start:start + batch_events]
         began = time.perf_counter()
@@ -97,21 +99,36 @@ def run_worker_code(settings, state: Path, records: list[tuple[str, bytes]], bat
         delta = store.take_delta()
         delta.records(f"bench-{start}")
         store.apply(delta, start)
+        persisted = time.perf_counter()
         resolving += resolved - began
-        persisting += time.perf_counter() - resolved
+        persisting += persisted - resolved
         sends += len(out.sends)
         if published is not None:
             published.extend(out.sends)
-        window_events += len(batch)
-        if report and (window_events >= REPORT_EVERY or start + batch_events >= len(records)):
-            held = " ".join(f"{name} {len(view.cache):,}" for name, view in store.views.items() if view.cache)
-            print(f"  to {start + len(batch):>9,}: {(time.perf_counter() - window_started) / window_events * 1e6:6.1f} "
-                  f"us an event (cached entries: {held})", flush=True)
-            window_started, window_events = time.perf_counter(), 0
+        if report:
+            window.update(events=len(batch), resolving=resolved - began, persisting=persisted - resolved)
+            for name, _, value in delta.encoded:
+                if name == "profiles" and value is not None:
+                    window.update(profiles=1, profile_bytes=len(value))
+            if window["events"] >= REPORT_EVERY or start + batch_events >= len(records):
+                print_window(store, start + len(batch), window)
+                window.clear()
     if report:
         print_state_by_view(store, len(records))
     store.close()
     return resolving, persisting, sends
+
+
+def print_window(store: StateStore, events_so_far: int, window: Counter) -> None:
+    """One line for the events since the last: resolution and state delta per event, and the average stored size
+    of a profile they changed (a customer with a long history makes a large one, serialized whole at each batch
+    that changes it)."""
+    held = " ".join(f"{name} {len(view.cache):,}" for name, view in store.views.items() if view.cache)
+    events = window["events"]
+    print(f"  to {events_so_far:>9,}: {(window['resolving'] + window['persisting']) / events * 1e6:6.1f} us an event "
+          f"(resolution {window['resolving'] / events * 1e6:.1f}, state delta {window['persisting'] / events * 1e6:.1f}; "
+          f"a changed profile {window['profile_bytes'] / max(window['profiles'], 1):,.0f} bytes; cached entries: {held})",
+          flush=True)
 
 
 def print_state_by_view(store: StateStore, events: int) -> None:
