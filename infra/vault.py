@@ -117,10 +117,13 @@ class Vault:
                 self._forget_cached_keys()
                 self._destructions = count
 
-    def _keep(self, since: int, cache: dict, key, value) -> None:
-        """cache[key] = value, unless the caches were dropped since `since` (self._dropped when the read began)."""
+    def _keep(self, since: int, cache: dict, key, value, limit: int | None = None) -> None:
+        """cache[key] = value, unless the caches were dropped since `since` (self._dropped when the read began);
+        a cache holding `limit` entries starts over first."""
         with self._caching:
             if self._dropped == since:
+                if limit is not None and len(cache) >= limit:
+                    cache.clear()
                 cache[key] = value
 
     def _key(self, subject: str, create: bool) -> bytes | None:
@@ -224,9 +227,7 @@ class Vault:
         if opened is None:
             opened = self._open_sealed(sealed)
             if opened is not None:
-                if len(self._opened) >= OPENED_MAX:
-                    self._opened.clear()
-                self._keep(since, self._opened, sealed, opened)
+                self._keep(since, self._opened, sealed, opened, OPENED_MAX)
         return opened
 
     def _open_sealed(self, sealed: bytes) -> bytes | None:

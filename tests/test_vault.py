@@ -59,6 +59,14 @@ def test_an_identifier_opened_once_is_not_decrypted_again_until_a_key_is_destroy
     assert decrypted[-2:] == [alice, bob]
 
 
+def test_the_values_kept_opened_are_bounded_and_still_open_after_the_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(vault_module, "OPENED_MAX", 3)
+    worker, sink = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
+    sealed = [worker.seal(f"email:t{i}", f"email:p{i}@x.com") for i in range(7)]
+    for _ in range(2):
+        assert [sink.open_text(value) for value in sealed] == [f"email:p{i}@x.com" for i in range(7)]
+        assert 0 < len(sink._opened) <= 3
+
 def test_what_was_opened_while_another_thread_dropped_the_caches_is_not_kept(tmp_path, monkeypatch):
     worker, sink = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
     sealed = worker.seal("email:t1", "email:alice@x.com")
