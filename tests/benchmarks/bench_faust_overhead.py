@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 AGENT = """
 import os, sys, time, faust
-bootstrap, topic, out, mode, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-app = faust.App("bench-" + mode + str(os.getpid()), broker="kafka://" + bootstrap, store="memory://",
+bootstrap, topic, out, mode, n, datadir = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
+app = faust.App("bench-" + mode + str(os.getpid()), broker="kafka://" + bootstrap, store="memory://", datadir=datadir,
                 broker_session_timeout=6, broker_heartbeat_interval=1, web_enabled=False,
                 producer_acks=-1, producer_linger_ms=5)
 source = app.topic(topic, key_serializer="raw", value_serializer="raw")
@@ -43,8 +43,11 @@ faust.Worker(app, loglevel="warning").execute_from_commandline()
 """
 
 
-def faust_rate(bootstrap: str, topic: str, out: str, mode: str, events: int) -> float:
-    result = subprocess.run([sys.executable, "-c", AGENT, bootstrap, topic, out, mode, str(events)],
+def faust_rate(bootstrap: str, topic: str, out: str, mode: str, events: int, folder: Path) -> float:
+    """Events/s of one agent in its own worker process; Faust's data folder in `folder` (by default Faust makes
+    one in the working directory, which left folders in the repository)."""
+    result = subprocess.run([sys.executable, "-c", AGENT, bootstrap, topic, out, mode, str(events),
+                             str(folder / f"faust-{mode}")],
                             capture_output=True, text=True, timeout=600, cwd=ROOT)
     # Faust redirects print() to its logger, so the figure may be on either stream.
     match = re.search(r"RATE ([0-9.]+)", result.stdout + result.stderr)
@@ -75,8 +78,8 @@ def main() -> None:
         asyncio.run(run_connector(settings, bootstrap, config, source))
         orders_topic = load_connector_config(config).topic
         _, raw, _ = asyncio.run(raw_rates(settings, bootstrap, args.events))
-        noop = faust_rate(bootstrap, orders_topic, "bench-noop-out", "noop", args.events)
-        send = faust_rate(bootstrap, orders_topic, "bench-send-out", "send", args.events)
+        noop = faust_rate(bootstrap, orders_topic, "bench-noop-out", "noop", args.events, Path(tmp))
+        send = faust_rate(bootstrap, orders_topic, "bench-send-out", "send", args.events, Path(tmp))
     print(f"Faust overhead on embedded tansu ({args.events:,} web orders, {settings.topics.partitions} partitions)")
     print(f"  raw aiokafka consume          {raw:>10,.0f} msg/s")
     print(f"  Faust agent, iterate only     {noop:>10,.0f} msg/s   ({noop / raw:.3f} of raw)")
