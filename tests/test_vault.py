@@ -67,6 +67,7 @@ def test_the_values_kept_opened_are_bounded_and_still_open_after_the_bound(tmp_p
         assert [sink.open_text(value) for value in sealed] == [f"email:p{i}@x.com" for i in range(7)]
         assert 0 < len(sink._opened) <= 3
 
+
 def test_what_was_opened_while_another_thread_dropped_the_caches_is_not_kept(tmp_path, monkeypatch):
     worker, sink = Vault(tmp_path / "vault.sqlite"), Vault(tmp_path / "vault.sqlite")
     sealed = worker.seal("email:t1", "email:alice@x.com")
